@@ -1,0 +1,138 @@
+"""What every command shares: home/db/format options, output, errors mapped to exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+from immutrail.crypto.errors import CryptoError
+from immutrail.ledger.errors import (
+    LedgerError,
+    LedgerInputError,
+    NotInitializedError,
+    VerificationError,
+)
+
+SCHEMA_VERSION = 1
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    VERIFICATION_FAILED = 1
+    USAGE = 2
+    OPERATIONAL = 3
+
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok; 1 verification failed; 2 usage or input error (nothing was written); "
+    "3 operational error (storage unreachable or damaged, home not initialized)."
+)
+
+
+class Format(StrEnum):
+    text = "text"
+    json = "json"
+
+
+HomeOption = Annotated[
+    Path,
+    typer.Option(
+        "--home",
+        envvar="IMMUTRAIL_HOME",
+        help="immutrail's home folder (keys, config, the SQLite ledger).",
+        show_default=True,
+    ),
+]
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="IMMUTRAIL_DB",
+        help="Ledger database: sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+        "[default: the one given at init, else SQLite in the home]",
+        show_default=False,
+    ),
+]
+FormatOption = Annotated[
+    Format, typer.Option("--format", help="text for people, json for machines.")
+]
+
+DEFAULT_HOME = Path(".immutrail")
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False)
+
+
+def emit_json(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=None) + "\n")
+
+
+def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
+    stderr.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(int(code))
+
+
+@contextmanager
+def errors_to_exit_codes() -> Iterator[None]:
+    """Turn the project's typed errors into a message on stderr and the documented exit code."""
+    try:
+        yield
+    except VerificationError as exc:
+        fail(exc.diagnostics(), ExitCode.VERIFICATION_FAILED)
+    except NotInitializedError as exc:
+        fail(exc.diagnostics(), ExitCode.OPERATIONAL)
+    except LedgerInputError as exc:
+        fail(exc.diagnostics(), ExitCode.USAGE)
+    except CryptoError as exc:
+        fail(exc.diagnostics(), ExitCode.USAGE)
+    except LedgerError as exc:
+        fail(exc.diagnostics(), ExitCode.OPERATIONAL)
+
+
+def load_json_object(text: str, what: str) -> dict[str, Any]:
+    """Parse one JSON object strictly: duplicate keys, NaN and Infinity are refused."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise LedgerInputError(f"{what}: duplicate key {key!r}")
+            out[key] = value
+        return out
+
+    def no_constants(name: str) -> NoReturn:
+        raise LedgerInputError(f"{what}: {name} is not JSON")
+
+    try:
+        value = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except json.JSONDecodeError as exc:
+        raise LedgerInputError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise LedgerInputError(f"{what} is nested too deeply") from exc
+    if not isinstance(value, dict):
+        raise LedgerInputError(f"{what} must be a JSON object")
+    return value
+
+
+@contextmanager
+def progress(description: str, total: int | None) -> Iterator[Progress]:
+    """A progress bar on stderr; rich turns it off by itself when stderr is not a terminal."""
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+    ) as bar:
+        bar.add_task(description, total=total)
+        yield bar

@@ -1,0 +1,96 @@
+"""The `immutrail` command: a thin layer over the library; one module per command group."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from immutrail import __version__
+from immutrail.ledger.home import init_ledger
+
+from . import demo as demo_cli
+from . import ledger as ledger_cli
+from .common import (
+    DEFAULT_HOME,
+    EXIT_CODES_HELP,
+    DbOption,
+    Format,
+    FormatOption,
+    HomeOption,
+    emit_json,
+    errors_to_exit_codes,
+    stdout,
+)
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help=f"immutrail: the verifiable audit trail for immutable infrastructure. {EXIT_CODES_HELP}",
+)
+app.add_typer(ledger_cli.app, name="ledger")
+app.command("demo")(demo_cli.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"immutrail {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=os.environ.get("IMMUTRAIL_LOG_LEVEL", "WARNING").upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def init(
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+    origin: Annotated[
+        str | None,
+        typer.Option(
+            help="The ledger's name in its checkpoints, a schema-less URL "
+            "[default: immutrail.local/<random>]."
+        ),
+    ] = None,
+) -> None:
+    """Create the home folder, the ledger's signing key and the database schema (idempotent)."""
+    with errors_to_exit_codes():
+        ledger, created = init_ledger(home, db, origin)
+        ledger.close()
+        if fmt is Format.json:
+            emit_json(
+                {
+                    "home": str(home),
+                    "db": ledger.store.url,
+                    "origin": ledger.origin,
+                    "vkey": ledger.vkey,
+                    "created": created,
+                }
+            )
+        else:
+            verb = "created" if created else "already initialized"
+            stdout.print(
+                f"{verb}: ledger {ledger.origin}\n  home  {Path(home).absolute()}\n"
+                f"  db    {ledger.store.url}\n  vkey  {ledger.vkey}"
+            )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The port every ledger storage backend implements (SQLite, PostgreSQL).
+
+A backend stores rows and serializes writers; it knows nothing of Merkle math or events. The
+ledger computes every row; the backend's one duty beyond storing is that :meth:`LedgerStore.writer`
+is exclusive and atomic, so concurrent appenders produce one gap-free sequence and an acknowledged
+append survives a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+NodeKey = tuple[int, int]
+
+LEVEL_SHIFT = 50
+"""Internal nodes are stored under one integer key ``level << 50 | index`` (fast ``IN`` lookups)."""
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for messages: any password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def node_key(level: int, index: int) -> int:
+    return level << LEVEL_SHIFT | index
+
+
+def split_node_key(key: int) -> NodeKey:
+    return key >> LEVEL_SHIFT, key & ((1 << LEVEL_SHIFT) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    index: int
+    id: str
+    type: str
+    actor: str
+    subject: str
+    time_us: int
+    """The event's time in microseconds since the Unix epoch: sortable, for time filters."""
+    data: bytes
+    leaf_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TreeHead:
+    """The tree after the last committed append; ``frontier`` packs the right-edge hashes."""
+
+    size: int
+    root: bytes
+    frontier: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    created: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryFilter:
+    type: str | None = None
+    subject: str | None = None
+    actor: str | None = None
+    since_us: int | None = None
+    until_us: int | None = None
+    start: int = 0
+    limit: int | None = None
+
+
+class AppendWriter(Protocol):
+    """Handed out inside an exclusive transaction; everything written commits together."""
+
+    def head(self) -> TreeHead: ...
+
+    def insert(
+        self,
+        entries: Sequence[EntryRow],
+        nodes: Sequence[tuple[int, int, bytes]],
+        new_head: TreeHead,
+    ) -> None: ...
+
+
+class LedgerStore(Protocol):
+    url: str
+    """The database location with any password removed, for messages."""
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; return the schema version now in force."""
+        ...
+
+    def check_schema(self) -> None:
+        """Raise NotInitializedError or StorageError unless the schema is the current one."""
+        ...
+
+    def close(self) -> None: ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def put_meta_once(self, key: str, value: str) -> str:
+        """Store ``value`` unless ``key`` exists; return what is stored (first writer wins)."""
+        ...
+
+    def writer(self) -> AbstractContextManager[AppendWriter]: ...
+
+    def head(self) -> TreeHead: ...
+
+    def entry(self, index: int) -> EntryRow | None: ...
+
+    def index_of(self, event_id: str) -> int | None: ...
+
+    def existing_ids(self, event_ids: Sequence[str]) -> set[str]: ...
+
+    def entries(self, start: int = 0, stop: int | None = None) -> Iterator[EntryRow]:
+        """Entries in index order, streamed in chunks."""
+        ...
+
+    def query(self, flt: EntryFilter) -> Iterator[EntryRow]: ...
+
+    def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
+        """Stored hashes of perfect subtrees; level 0 answers from the entries' leaf hashes."""
+        ...
+
+    def node_range(self, level: int, start: int, stop: int) -> Mapping[int, bytes]:
+        """Stored internal nodes of one level (>= 1) with ``start <= index < stop``."""
+        ...
+
+    def count_nodes(self) -> int: ...
+
+    def add_checkpoint(self, checkpoint: StoredCheckpoint) -> StoredCheckpoint:
+        """Store it unless one of that size exists; return the stored one."""
+        ...
+
+    def checkpoints(self) -> list[StoredCheckpoint]: ...

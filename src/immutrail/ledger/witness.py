@@ -1,0 +1,125 @@
+"""Witness folders: signed checkpoints kept outside the ledger, where its operator cannot reach.
+
+Layout (one folder per ledger; plain files, so any tool can read it)::
+
+    DIR/vkey                              the ledger's verifier key, written on first publish
+    DIR/checkpoint-00000000000000001234   the signed note of the checkpoint of size 1234
+
+A later ``verify --witness DIR`` proves the ledger still extends every checkpoint there: a ledger
+rolled back, truncated or forked behind one of them fails. When DIR is a git work tree each
+publish is also a commit, so the witness keeps its own tamper-evident history.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LedgerInputError, VerificationError
+
+VKEY_FILE = "vkey"
+CHECKPOINT_PREFIX = "checkpoint-"
+MAX_NOTE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class WitnessedCheckpoint:
+    source: str
+    note: str
+
+
+def checkpoint_file(size: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{size:020d}"
+
+
+def publish(directory: Path, note: str, size: int, vkey: str) -> Path:
+    """Add a checkpoint to the witness folder; refuse one that contradicts what it already holds."""
+    directory.mkdir(parents=True, exist_ok=True)
+    vkey_path = directory / VKEY_FILE
+    if vkey_path.exists():
+        held = vkey_path.read_text(encoding="utf-8").strip()
+        if held != vkey:
+            raise VerificationError(
+                f"{directory} witnesses another ledger key ({held.split('+')[0]}), not {vkey}"
+            )
+    else:
+        _write_atomic(vkey_path, vkey + "\n")
+    target = directory / checkpoint_file(size)
+    if target.exists():
+        if target.read_text(encoding="utf-8") != note:
+            raise VerificationError(
+                f"{target} holds a different checkpoint for size {size}: the ledger has forked"
+            )
+        return target
+    _write_atomic(target, note)
+    if (directory / ".git").exists():
+        _git_commit(directory, [VKEY_FILE, target.name], f"checkpoint {size}")
+    return target
+
+
+def load(path: Path) -> tuple[str | None, list[WitnessedCheckpoint]]:
+    """Read a witness folder (or one checkpoint file): its vkey, if any, and its checkpoints."""
+    if path.is_file():
+        return None, [WitnessedCheckpoint(str(path), _read_note(path))]
+    if not path.is_dir():
+        raise LedgerInputError(f"witness {path} is neither a folder nor a file")
+    vkey_path = path / VKEY_FILE
+    vkey = vkey_path.read_text(encoding="utf-8").strip() if vkey_path.exists() else None
+    notes = [
+        WitnessedCheckpoint(str(p), _read_note(p))
+        for p in sorted(path.iterdir())
+        if p.name.startswith(CHECKPOINT_PREFIX) and p.is_file()
+    ]
+    return vkey, notes
+
+
+def _read_note(path: Path) -> str:
+    if path.stat().st_size > MAX_NOTE_BYTES:
+        raise LedgerInputError(
+            f"{path} is larger than a checkpoint can be ({MAX_NOTE_BYTES} bytes)"
+        )
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LedgerInputError(f"{path} is not UTF-8 text") from exc
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _git_commit(directory: Path, names: list[str], message: str) -> None:
+    git = shutil.which("git")
+    if git is None:
+        raise LedgerInputError(f"{directory} is a git work tree but no git program was found")
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": os.environ.get("GIT_AUTHOR_NAME", "immutrail"),
+        "GIT_AUTHOR_EMAIL": os.environ.get("GIT_AUTHOR_EMAIL", "immutrail@localhost"),
+        "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", "immutrail"),
+        "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", "immutrail@localhost"),
+    }
+    for args in (["add", "--", *names], ["commit", "--quiet", "-m", message, "--", *names]):
+        result = subprocess.run(  # noqa: S603 - fixed git arguments, no shell
+            [git, "-C", str(directory), *args], capture_output=True, text=True, env=env, check=False
+        )
+        if result.returncode != 0:
+            raise LedgerInputError(f"git {args[0]} in {directory} failed: {result.stderr.strip()}")

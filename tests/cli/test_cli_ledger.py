@@ -1,0 +1,219 @@
+"""The CLI contract other parts and users rely on: options, JSON shapes, exit codes, bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from immutrail.cli.main import app
+from immutrail.ledger import merkle
+
+runner = CliRunner()
+
+
+def run(home: Path, *args: str, code: int = 0, stdin: str | None = None) -> str:
+    result = runner.invoke(app, [*args, "--home", str(home)], input=stdin)
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    return result.stdout
+
+
+def run_json(home: Path, *args: str, code: int = 0) -> dict:
+    data: dict = json.loads(run(home, *args, "--format", "json", code=code))
+    assert data["schema_version"] == 1
+    return data
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    out = run_json(h, "init")
+    assert out["created"] is True and out["vkey"].startswith(out["origin"] + "+")
+    return h
+
+
+def append(home: Path, **fields: str) -> dict:
+    args = ["ledger", "append"]
+    for key, value in {
+        "type": "artifact.built",
+        "actor": "builder:ci",
+        "subject": "sha256:" + "c" * 64,
+        **fields,
+    }.items():
+        args += [f"--{key}", value]
+    return run_json(home, *args)
+
+
+def test_append_prints_index_id_and_leaf_hash(home: Path) -> None:
+    first = append(home, payload='{"commit":"4f2a9c"}')
+    second = append(home)
+    assert (first["index"], second["index"]) == (0, 1)
+    raw = run_json(home, "ledger", "entry", "0", "--raw")
+    data = base64.b64decode(raw["entry"])
+    assert base64.b64decode(first["leaf_hash"]) == merkle.leaf_hash(data)
+    shown = run_json(home, "ledger", "entry", first["id"])
+    assert shown["event"]["payload"] == {"commit": "4f2a9c"}
+    assert shown["event"]["id"] == first["id"]
+
+
+def test_payload_from_file_and_batch_from_jsonl(home: Path, tmp_path: Path) -> None:
+    payload = tmp_path / "p.json"
+    payload.write_text('{"sbom": "sha256:' + "d" * 64 + '"}')
+    append(home, payload=f"@{payload}")
+    batch = tmp_path / "b.jsonl"
+    batch.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "type": "scan.completed",
+                    "actor": "scanner:osv",
+                    "subject": f"img:{i}",
+                    "payload": {"critical": i},
+                }
+            )
+            for i in range(5)
+        )
+        + "\n\n"
+    )
+    out = run_json(home, "ledger", "append", "--batch", str(batch))
+    assert [a["index"] for a in out["appended"]] == [1, 2, 3, 4, 5]
+    listed = run(home, "ledger", "list", "--type", "scan.completed", "--format", "json")
+    lines = [json.loads(line) for line in listed.splitlines()]
+    assert [x["index"] for x in lines] == [1, 2, 3, 4, 5]
+    assert lines[2]["event"]["payload"] == {"critical": 2}
+
+
+def test_batch_from_stdin(home: Path) -> None:
+    line = json.dumps({"type": "a.b", "actor": "x", "subject": "y", "payload": {}})
+    result = runner.invoke(
+        app,
+        ["ledger", "append", "--batch", "-", "--home", str(home), "--format", "json"],
+        input=line + "\n" + line.replace('"y"', '"z"') + "\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)["appended"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--payload", "{not json"], "not valid JSON"),
+        (["--payload", "[1,2]"], "must be a JSON object"),
+        (["--payload", '{"a":1,"a":2}'], "duplicate key"),
+        (["--payload", '{"a":NaN}'], "NaN"),
+        (["--time", "yesterday"], "RFC 3339"),
+        (["--time", "2026-02-30T00:00:00Z"], "not a valid time"),
+        (["--type", "NoDots"], "dotted"),
+        (["--actor", "has space"], "principal"),
+        (["--payload", "@/nonexistent/file.json"], "cannot read"),
+        (["--payload", json.dumps({"x": "a" * 70000})], "limit"),
+    ],
+)
+def test_bad_single_appends_exit_2_and_write_nothing(
+    home: Path, args: list[str], fragment: str
+) -> None:
+    base = {"--type": "artifact.built", "--actor": "builder:ci", "--subject": "img:a"}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    flat = [x for pair in base.items() for x in pair]
+    result = runner.invoke(app, ["ledger", "append", *flat, "--home", str(home)])
+    assert result.exit_code == 2, result.stdout
+    assert fragment in result.stderr
+    assert run_json(home, "ledger", "verify")["size"] == 0
+
+
+@pytest.mark.parametrize(
+    ("lines", "fragment"),
+    [
+        (['{"type":"a.b","actor":"x","subject":"y","payload":{}}', "{oops"], "line 2"),
+        (['{"type":"a.b","actor":"x","subject":"y","payload":{},"extra":1}'], "unknown fields"),
+        (['{"type":"a.b","actor":"x","payload":{}}'], "missing fields"),
+        (['{"type":"a.b","actor":"x","subject":"y","payload":{},"id":"not-a-uuid"}'], "UUID"),
+        ([], "no events"),
+    ],
+)
+def test_bad_batches_exit_2_and_write_nothing(
+    home: Path, tmp_path: Path, lines: list[str], fragment: str
+) -> None:
+    batch = tmp_path / "bad.jsonl"
+    batch.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["ledger", "append", "--batch", str(batch), "--home", str(home)])
+    assert result.exit_code == 2
+    assert fragment in result.stderr
+    assert run_json(home, "ledger", "verify")["size"] == 0
+
+
+def test_index_out_of_range_and_unknown_id_exit_2(home: Path) -> None:
+    append(home)
+    for args in (
+        ["ledger", "entry", "1"],
+        ["ledger", "prove", "inclusion", "5"],
+        ["ledger", "prove", "consistency", "1", "9"],
+        ["ledger", "entry", "01900000-0000-7000-8000-000000000000"],
+    ):
+        result = runner.invoke(app, [*args, "--home", str(home)])
+        assert result.exit_code == 2, args
+        assert "error:" in result.stderr
+
+
+def test_commands_on_an_uninitialized_home_exit_3(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ledger", "vkey", "--home", str(tmp_path / "none")])
+    assert result.exit_code == 3
+    assert "immutrail init" in result.stderr
+
+
+def test_prove_outputs_match_the_documented_shapes(home: Path) -> None:
+    for _ in range(6):
+        append(home)
+    inc = run_json(home, "ledger", "prove", "inclusion", "2", "--size", "5")
+    assert set(inc) == {"schema_version", "index", "size", "leaf_hash", "root", "proof"}
+    merkle.verify_inclusion(
+        2,
+        5,
+        base64.b64decode(inc["leaf_hash"]),
+        [base64.b64decode(h) for h in inc["proof"]],
+        base64.b64decode(inc["root"]),
+    )
+    con = run_json(home, "ledger", "prove", "consistency", "3", "6")
+    assert set(con) == {"schema_version", "old_size", "new_size", "old_root", "new_root", "proof"}
+    merkle.verify_consistency(
+        3,
+        6,
+        base64.b64decode(con["old_root"]),
+        base64.b64decode(con["new_root"]),
+        [base64.b64decode(h) for h in con["proof"]],
+    )
+    assert con["new_root"] == inc["root"] or inc["size"] != 6
+
+
+def test_checkpoint_publish_vkey_tlog_proof_and_verify(home: Path, tmp_path: Path) -> None:
+    for _ in range(3):
+        append(home)
+    witness = tmp_path / "witness"
+    note = run(home, "ledger", "checkpoint", "--publish", str(witness))
+    vkey = run(home, "ledger", "vkey").strip()
+    assert note.split("\n")[1] == "3"
+    assert (witness / "vkey").read_text().strip() == vkey
+    assert (witness / "checkpoint-00000000000000000003").read_text() == note
+    proof = run(home, "ledger", "prove", "inclusion", "1", "--format", "tlog-proof")
+    assert proof.startswith("c2sp.org/tlog-proof@v1\nindex 1\n") and proof.endswith(note)
+    ok = run_json(home, "ledger", "verify", "--witness", str(witness))
+    assert ok["ok"] is True and ok["witnessed"] == 1 and ok["problems"] == []
+    text = run(home, "ledger", "verify", "--witness", str(witness))
+    assert text.startswith("ok:")
+
+
+def test_console_script_runs_and_documents_exit_codes(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "immutrail"
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert "Exit codes" in result.stdout
+    bad = subprocess.run(
+        [str(exe), "ledger", "append", "--bogus"], capture_output=True, text=True, check=False
+    )
+    assert bad.returncode == 2
