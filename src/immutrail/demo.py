@@ -38,7 +38,7 @@ class DemoResult:
     facts: dict[str, object] = field(default_factory=dict)
 
 
-PIPELINE = [
+PIPELINE: list[tuple[str, str, str, dict[str, object]]] = [
     (
         "source.committed",
         "builder:ci",

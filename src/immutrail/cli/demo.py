@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.panel import Panel
 
 from immutrail import demo as story
 
@@ -57,14 +56,14 @@ def demo(
         )
     else:
         home = result.home
+        verdict = "tampering caught" if caught else "UNEXPECTED: tampering was not caught"
+        stdout.rule(f"[bold]{verdict}", align="left")
         stdout.print(
-            Panel.fit(
-                f"The ledger: {home}\nThe witness folder: {result.witness}\n\nExplore it:\n"
-                f"  immutrail ledger list --home {home}\n"
-                f"  immutrail ledger prove inclusion 3 --home {home} --format tlog-proof\n"
-                f"  immutrail ledger verify --home {home} --witness {result.witness}",
-                title="tampering caught" if caught else "UNEXPECTED: tampering was not caught",
-            )
+            f"The ledger: {home}\nThe witness folder: {result.witness}\nExplore it:\n"
+            f"  immutrail ledger list --home {home}\n"
+            f"  immutrail ledger prove inclusion 3 --home {home} --format tlog-proof\n"
+            f"  immutrail ledger verify --home {home} --witness {result.witness}",
+            markup=False,
         )
     if not caught:
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))

@@ -236,11 +236,6 @@ class Ledger:
                     )
                 )
             held.extend(notes)
-        if self._load_signer is not None:
-            try:
-                self.signer()
-            except VerificationError as exc:
-                problems.append(Problem("ledger key", str(exc)))
         report = verify_store(self.store, self.verifier, self.origin, held, observer)
         report.problems[:0] = problems
         return report

@@ -234,7 +234,7 @@ class PostgresStore:
         return self.query(EntryFilter(start=start, limit=None if stop is None else stop - start))
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
-        where, args = ["idx >= %s"], [flt.start]
+        where, args = ["idx >= %s"], list[object]([flt.start])
         for column, value in (("type", flt.type), ("subject", flt.subject), ("actor", flt.actor)):
             if value is not None:
                 where.append(f"{column} = %s")
