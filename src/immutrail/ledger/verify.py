@@ -7,6 +7,7 @@ taken at every checkpoint size as the stream passes it, so checkpoints cost no e
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -105,16 +106,23 @@ def verify_store(
     report.size = head.size
     targets = _Targets()
 
-    def open_note(label: str, note: str) -> None:
+    def open_note(label: str, note: str) -> Checkpoint | None:
         try:
-            targets.add(label, open_checkpoint(note, verifier, origin=origin))
+            checkpoint = open_checkpoint(note, verifier, origin=origin)
         except CryptoError as exc:
             report.problems.append(Problem(label, f"does not verify: {exc}"))
+            return None
+        targets.add(label, checkpoint)
+        return checkpoint
 
     for stored in store.checkpoints():
         report.checkpoints += 1
         label = f"checkpoint of size {stored.size}"
-        open_note(label, stored.note)
+        signed = open_note(label, stored.note)
+        if signed is not None and (signed.size, signed.root_hash) != (stored.size, stored.root):
+            report.problems.append(
+                Problem(label, "its stored size or root differs from what its note signs")
+            )
     for item in witnessed:
         report.witnessed += 1
         open_note(f"witnessed checkpoint {item.source}", item.note)
@@ -122,6 +130,13 @@ def verify_store(
     frontier = Frontier.empty()
     pending: dict[int, tuple[int, list[bytes]]] = {}
     entry_problems = 0
+    # Leaf indices a reported problem already explains: a node above one of them is bound to
+    # differ too, so only the lowest bad place on each path is reported.
+    explained: list[int] = []
+
+    def is_explained(first: int, last: int) -> bool:
+        at = bisect.bisect_left(explained, first)
+        return at < len(explained) and explained[at] <= last
 
     def check_nodes() -> None:
         for level, (start, hashes) in sorted(pending.items()):
@@ -131,6 +146,9 @@ def verify_store(
                 report.nodes += 1
                 if stored_nodes.get(index) != computed:
                     first, last = index << level, ((index + 1) << level) - 1
+                    if is_explained(first, last):
+                        continue
+                    bisect.insort(explained, first)
                     state = "missing" if index not in stored_nodes else "wrong"
                     report.problems.append(
                         Problem(
@@ -157,6 +175,7 @@ def verify_store(
                 why = check_row(row)
             if why is not None:
                 entry_problems += 1
+                bisect.insort(explained, row.index)
                 report.problems.append(Problem(f"entry {row.index}", why, row.index))
         for level, index, h in frontier.append(row.leaf_hash):
             _, hashes = pending.setdefault(level, (index, []))

@@ -139,6 +139,9 @@ class SqliteStore:
                 isolation_level=None,
                 check_same_thread=False,
             )
+            # A damaged text column must reach verification as a value it can report, not as a
+            # decoding exception; entry bytes are BLOBs and unaffected.
+            self._conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
