@@ -6,9 +6,9 @@ import base64
 from pathlib import Path
 
 import pytest
+
 from immutrail.crypto.checkpoint import open_checkpoint
 from immutrail.crypto.note import Ed25519NoteVerifier
-
 from immutrail.ledger import merkle
 from immutrail.ledger.errors import (
     DuplicateEventError,
@@ -87,7 +87,7 @@ def test_list_filters_by_type_subject_actor_and_time(ledger: Ledger) -> None:
     def indices(**kw: object) -> list[int]:
         return [r.index for r in ledger.entries(EntryFilter(**kw))]  # type: ignore[arg-type]
 
-    from immutrail.ledger.verify import time_us
+    from immutrail.ledger.event import time_us
 
     assert indices(type="artifact.built") == [0, 2]
     assert indices(subject="img:b") == [2, 3]

@@ -13,12 +13,11 @@ import typer
 from rich.table import Table
 
 from immutrail.ledger.errors import EventFormatError, LedgerInputError
-from immutrail.ledger.event import Event, parse_entry
+from immutrail.ledger.event import Event, parse_entry, time_us
 from immutrail.ledger.home import open_ledger
 from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.proofs import b64
 from immutrail.ledger.storage.interface import EntryFilter
-from immutrail.ledger.verify import time_us
 
 from .common import (
     DEFAULT_HOME,

@@ -18,7 +18,7 @@ import time as _time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from immutrail.crypto.canonical import canonical_json, parse_canonical
@@ -85,6 +85,23 @@ def parse_time(text: str, *, field: str = "time") -> datetime:
 
 def normalize_time(text: str, *, field: str = "time") -> str:
     return format_time(parse_time(text, field=field))
+
+
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+_NORMALIZED_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{6})?Z")
+
+
+def time_us(text: str) -> int:
+    """Microseconds since the Unix epoch of an RFC 3339 time: the sortable form filters use.
+
+    Times already in the normalized form (every stored event's) skip the general parser; this
+    runs once an appended event.
+    """
+    if _NORMALIZED_RE.fullmatch(text):
+        return (datetime.fromisoformat(text[:-1]) - _EPOCH) // _MICROSECOND
+    moment = parse_time(text).astimezone(UTC).replace(tzinfo=None)
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ from immutrail.crypto.note import Ed25519NoteVerifier, NoteSigner, NoteVerifier
 
 from . import merkle, witness
 from .errors import DuplicateEventError, LedgerInputError, StorageError, VerificationError
-from .event import Event, now
+from .event import Event, now, time_us
 from .proofs import ConsistencyProof, InclusionProof, TlogProof
 from .storage.interface import EntryFilter, EntryRow, LedgerStore, StoredCheckpoint, TreeHead
-from .verify import Problem, ProgressObserver, VerificationReport, time_us, verify_store
+from .verify import Problem, ProgressObserver, VerificationReport, verify_store
 
 SignerLoader = Callable[[], NoteSigner]
 

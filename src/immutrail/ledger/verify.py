@@ -10,14 +10,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from immutrail.crypto.checkpoint import Checkpoint, open_checkpoint
 from immutrail.crypto.errors import CryptoError
 from immutrail.crypto.note import NoteVerifier
 
 from .errors import EventFormatError
-from .event import parse_entry, parse_time
+from .event import parse_entry, time_us
 from .merkle import Frontier, leaf_hash
 from .storage.interface import EntryRow, LedgerStore
 from .witness import WitnessedCheckpoint
@@ -27,7 +26,6 @@ ProgressObserver = Callable[[int, int], None]
 
 MAX_ENTRY_PROBLEMS = 20
 _NODE_CHECK_EVERY = 8192
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -57,13 +55,6 @@ class VerificationReport:
     @property
     def first_bad_index(self) -> int | None:
         return min((p.index for p in self.problems if p.index is not None), default=None)
-
-
-def time_us(text: str) -> int:
-    return (parse_time(text) - _EPOCH) // _MICROSECOND
-
-
-_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
 def check_row(row: EntryRow) -> str | None:
