@@ -12,6 +12,7 @@ import typer
 from immutrail import __version__
 from immutrail.ledger.home import init_ledger
 
+from . import artifacts as artifacts_cli
 from . import demo as demo_cli
 from . import ledger as ledger_cli
 from .common import (
@@ -32,6 +33,8 @@ app = typer.Typer(
     help=f"immutrail: the verifiable audit trail for immutable infrastructure. {EXIT_CODES_HELP}",
 )
 app.add_typer(ledger_cli.app, name="ledger")
+app.add_typer(artifacts_cli.app, name="artifact")
+app.command("build")(artifacts_cli.build)
 app.command("demo")(demo_cli.demo)
 
 

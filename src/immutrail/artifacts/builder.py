@@ -1,0 +1,291 @@
+"""``immutrail build``: from a definition in a git repository to an image in the store and an event.
+
+The order is the guarantee. Everything that can be wrong with the input is found first, reading
+only metadata: the definition, the repository state, every layer's files and links, the base
+image. Then the blobs are written to the store's staging area; then, under the index lock, the
+tag is checked, the blobs are published, the ``artifact.built`` event is appended to the ledger,
+and only then does index.json name the image. Bad input therefore leaves the store and the ledger
+untouched, and the store never lists an image the ledger does not know.
+
+Reproducibility: the files come from the commit (not the work tree), all times are the commit
+time (or ``SOURCE_DATE_EPOCH``), and nothing of the host (user, umask, mtimes, paths, clock) enters
+a layer, the config or the manifest. Two clones of a commit give one digest.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import logging
+import os
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from immutrail import __version__
+from immutrail.ledger.event import Event
+from immutrail.ledger.home import open_ledger
+from immutrail.ledger.ledger import Ledger
+
+from . import git, oci
+from .definition import ImageDefinition, parse_definition
+from .errors import ArtifactInputError, SourceError
+from .imageconfig import BuiltLayer, SourceInfo, image_config, image_manifest
+from .layerplan import LayerPlan, plan_layer
+from .layers import write_layer
+from .oci import Descriptor
+from .sources import GitCommitTree, SourceTree, WorkTree
+from .store import STORE_DIR, Store
+
+log = logging.getLogger(__name__)
+
+EVENT_BUILT = "artifact.built"
+ACTOR_ENV = "IMMUTRAIL_ACTOR"
+MAX_DIRTY_IN_EVENT = 20
+_ACTOR_CLEAN_RE = re.compile(r"[^A-Za-z0-9._:@/+-]")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    digest: str
+    """The manifest digest: the image's identity."""
+    manifest: Descriptor
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+    """Every layer of the image, the base's first."""
+    built: tuple[BuiltLayer, ...]
+    """The layers this build made, one per layer of the definition."""
+    tag: str | None
+    commit: str
+    dirty: bool
+    definition_path: str
+    ledger_index: int
+    store_root: Path
+    input_files: Mapping[str, str]
+    """Every repository file the build read -> its SHA-256 hex (provenance's inputs)."""
+    base: str
+    """``scratch`` or the base image's manifest digest."""
+
+    def layer_paths(self) -> list[Path]:
+        """Where the layer blobs are on disk (for the SBOM generator)."""
+        store = Store(self.store_root)
+        return [store.blob_path(layer.digest) for layer in self.layers]
+
+
+class BuildObserver(Protocol):
+    """Progress of a build; the CLI draws it, the API may log it."""
+
+    def layer_started(self, index: int, total: int, description: str) -> None: ...
+
+    def layer_finished(self, index: int, layer: BuiltLayer) -> None: ...
+
+
+class _Silent:
+    def layer_started(self, index: int, total: int, description: str) -> None:
+        log.info("layer %d/%d: %s", index + 1, total, description)
+
+    def layer_finished(self, index: int, layer: BuiltLayer) -> None:
+        log.info("layer %d: %s", index + 1, layer.descriptor.digest)
+
+
+def default_actor() -> str:
+    """``$IMMUTRAIL_ACTOR``, else ``user:<login name>``: who the ledger says built the image."""
+    value = os.environ.get(ACTOR_ENV)
+    if value:
+        return value
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):
+        name = "unknown"
+    return "user:" + (_ACTOR_CLEAN_RE.sub("_", name) or "unknown")
+
+
+def source_epoch(commit_time: int) -> int:
+    """``SOURCE_DATE_EPOCH`` when set (reproducible-builds.org), else the commit time."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return commit_time
+    if not value.isdigit():
+        raise ArtifactInputError(f"SOURCE_DATE_EPOCH={value!r} is not a non-negative integer")
+    return int(value)
+
+
+def _definition_path(root: Path, definition: Path) -> str:
+    try:
+        relative = definition.resolve().relative_to(root.resolve())
+    except ValueError as exc:
+        raise SourceError(f"{definition} is not inside the repository {root}") from exc
+    return relative.as_posix()
+
+
+def _open_tree(state: git.RepoState, allow_dirty: bool) -> SourceTree:
+    if not state.dirty:
+        return GitCommitTree(state.root, state.commit)
+    if not allow_dirty:
+        shown = ", ".join(state.dirty_paths[: git.MAX_DIRTY_SHOWN])
+        more = len(state.dirty_paths) - git.MAX_DIRTY_SHOWN
+        suffix = f" and {more} more" if more > 0 else ""
+        raise SourceError(
+            f"the work tree of {state.root} has changes not in commit {state.commit[:12]} "
+            f"({shown}{suffix}); commit them, or build with --allow-dirty (recorded in the "
+            "image and the ledger)"
+        )
+    log.warning("building from a dirty work tree; the image is labelled %s", "dirty")
+    return WorkTree(state.root)
+
+
+def _base(
+    home: Path, definition: ImageDefinition
+) -> tuple[list[Descriptor], dict[str, Any] | None]:
+    if definition.from_scratch:
+        return [], None
+    store = Store.open(home / STORE_DIR)
+    record = store.resolve(definition.base)
+    if record.descriptor.media_type not in oci.IMAGE_MANIFESTS:
+        raise ArtifactInputError(f"base {definition.base} is not an image manifest")
+    _, blobs = store.image_blobs(definition.base)
+    config = store.get_json(blobs[0])
+    for layer in blobs[1:]:
+        if not store.has_blob(layer.digest):
+            raise ArtifactInputError(f"base {definition.base} lacks its layer {layer.digest}")
+    return blobs[1:], config
+
+
+def _created_by(plan: LayerPlan) -> str:
+    spec = plan.spec
+    words = [f"immutrail layer {spec.source} -> {spec.destination}"]
+    if spec.mode is not None:
+        words.append(f"mode {spec.mode:04o}")
+    if spec.owner is not None:
+        words.append(f"owner {spec.owner[0]}:{spec.owner[1]}")
+    return ", ".join(words)
+
+
+def build(
+    definition_path: Path,
+    home: Path,
+    tag: str | None = None,
+    allow_dirty: bool = False,
+    actor: str | None = None,
+    observer: BuildObserver | None = None,
+    db: str | None = None,
+) -> BuildResult:
+    """Build the image that ``definition_path`` describes into ``home``'s store; record it.
+
+    ``db`` is the ledger database URL when it is not the one recorded in ``home``.
+    """
+    observer = observer or _Silent()
+    actor = actor or default_actor()
+    if tag is not None:
+        oci.check_tag(tag)
+    root = git.find_root(definition_path.parent if definition_path.parent.parts else Path("."))
+    relative = _definition_path(root, definition_path)
+    state = git.inspect(root)
+    epoch = source_epoch(state.commit_time)
+    with _open_tree(state, allow_dirty) as tree:
+        data = tree.read_small(relative)
+        definition = parse_definition(data, str(definition_path))
+        files = tree.files()
+        plans = [
+            plan_layer(i, spec, files, tree.description) for i, spec in enumerate(definition.layers)
+        ]
+        ledger = open_ledger(home, db)
+        try:
+            base_layers, base_config = _base(home, definition)
+            source = SourceInfo(state.commit, relative, epoch, state.dirty, state.source_url)
+            store = Store.for_home(home, create=True)
+            with store.stage() as stage:
+                built: list[BuiltLayer] = []
+                inputs: dict[str, str] = {}
+                for plan in plans:
+                    observer.layer_started(plan.index, len(plans), plan.description)
+                    with stage.writer() as sink:
+                        result = write_layer(plan.entries, sink, epoch)
+                    inputs.update(result.inputs)
+                    layer = BuiltLayer(
+                        Descriptor(oci.LAYER_GZIP, sink.digest, sink.size),
+                        result.diff_id,
+                        _created_by(plan),
+                    )
+                    built.append(layer)
+                    observer.layer_finished(plan.index, layer)
+                config = image_config(definition, built, source, base_config)
+                config_desc = stage.put(oci.encode(config), oci.CONFIG)
+                layers = [*base_layers, *(b.descriptor for b in built)]
+                manifest = image_manifest(config_desc, layers, source)
+                manifest_desc = stage.put(oci.encode(manifest), oci.MANIFEST)
+                payload = _payload(
+                    definition, source, state, tag, config_desc, built, hashlib.sha256(data)
+                )
+                appended: list[int] = []
+
+                def record() -> None:
+                    event = Event.create(EVENT_BUILT, actor, manifest_desc.digest, payload)
+                    appended.append(ledger.append(event).index)
+
+                store.commit(stage, manifest_desc, tag, record)
+            result_value = BuildResult(
+                digest=manifest_desc.digest,
+                manifest=manifest_desc,
+                config=config_desc,
+                layers=tuple(layers),
+                built=tuple(built),
+                tag=tag,
+                commit=state.commit,
+                dirty=state.dirty,
+                definition_path=relative,
+                ledger_index=appended[0],
+                store_root=store.root,
+                input_files=dict(sorted(inputs.items())),
+                base=definition.base,
+            )
+            attach_sbom_and_provenance(result_value, store, ledger, actor)
+            return result_value
+        finally:
+            ledger.close()
+
+
+def _payload(
+    definition: ImageDefinition,
+    source: SourceInfo,
+    state: git.RepoState,
+    tag: str | None,
+    config: Descriptor,
+    built: Sequence[BuiltLayer],
+    definition_hash: hashlib._Hash,
+) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "definition": source.definition_path,
+        "definition_digest": f"sha256:{definition_hash.hexdigest()}",
+        "commit": source.commit,
+        "repository": source.source_url,
+        "dirty": state.dirty,
+        "tag": tag,
+        "base": definition.base,
+        "config": config.digest,
+        "layers": [
+            {"digest": b.descriptor.digest, "diff_id": b.diff_id, "size": b.descriptor.size}
+            for b in built
+        ],
+        "source_date_epoch": source.epoch,
+        "builder": {"immutrail": __version__, "zlib": zlib.ZLIB_RUNTIME_VERSION},
+    }
+    if state.dirty:
+        payload["dirty_paths"] = list(state.dirty_paths[:MAX_DIRTY_IN_EVENT])
+    return payload
+
+
+def attach_sbom_and_provenance(
+    result: BuildResult, store: Store, ledger: Ledger, actor: str
+) -> None:
+    """The hook where the SBOM and the SLSA provenance of a fresh build get attached.
+
+    To be wired to ``artifacts/sbom.py`` (``generate_sbom(result.layer_paths(), name,
+    result.digest)``) and ``artifacts/provenance.py``; each document is then stored with
+    :func:`immutrail.artifacts.attach.attach_and_record`, which writes the ``artifact.attached``
+    event. Until then a build attaches nothing.
+    """
+    del result, store, ledger, actor

@@ -1,0 +1,677 @@
+"""A read-only view of an image's root filesystem, merged from its OCI layer tarballs.
+
+``RootFS.from_layers`` reads the layers bottom to top, each exactly once and as a stream (gzip or
+plain tar, told apart by the magic bytes), and applies them the way the OCI image spec's
+"applying changesets" section says: a later entry replaces an earlier one, ``dir/.wh.NAME``
+removes ``dir/NAME`` (and everything below it) from the *lower* layers, ``dir/.wh..wh..opq``
+empties ``dir`` of everything the lower layers put there. Entries of the same layer are never
+hidden by that layer's own whiteouts, whatever their order in the tar.
+
+What is kept for each path that survives: type, mode, owner, size, the SHA-256 of a regular
+file's content (hashed while it streams past) and a link's target. The *content* is kept only for
+files matching ``content_patterns`` (package databases and metadata the SBOM needs), each up to
+``max_content_bytes``, all together up to ``max_total_content_bytes``: memory stays bounded by
+those figures and the number of entries, never by the size of a layer.
+
+A file a lower layer put there and an upper layer removed or replaced is not forgotten: it is a
+``ShadowedEntry`` with its digest, because a secret deleted in a later layer is still in the
+image for anyone who pulls the lower layer.
+
+Entries that could not be extracted safely are refused with ``UnsafeEntryError`` naming the layer
+and the entry: absolute paths, ``..`` components, device nodes, hard links to nothing, symbolic
+links whose relative target climbs out of the root, entries written through a symbolic link or
+below a non-directory, and a path that appears twice in one layer (extractors disagree on which
+copy wins, which is exactly what someone hiding a file from a scanner wants).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import re
+import tarfile
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol
+
+from .errors import ArtifactError, ArtifactInputError
+
+__all__ = [
+    "DEFAULT_CONTENT_PATTERNS",
+    "ContentNotRetainedError",
+    "EntryType",
+    "FileEntry",
+    "LayerFormatError",
+    "LayerInfo",
+    "PathNotFoundError",
+    "RootFS",
+    "RootFSError",
+    "RootFSLimitError",
+    "ShadowReason",
+    "ShadowedEntry",
+    "UnsafeEntryError",
+    "glob_to_regex",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONTENT_PATTERNS: tuple[str, ...] = (
+    "**/*.dist-info/METADATA",
+    "**/*.egg-info/PKG-INFO",
+    "**/*.egg-info",
+    "var/lib/dpkg/status",
+    "var/lib/dpkg/status.d/*",
+    "**/package-lock.json",
+    "**/node_modules/*/package.json",
+    "**/node_modules/@*/*/package.json",
+    "lib/apk/db/installed",
+    "etc/os-release",
+    "usr/lib/os-release",
+)
+"""Files whose content is kept by default: everything ``sbom.generate_sbom`` reads."""
+
+DEFAULT_MAX_CONTENT_BYTES = 32 * 1024 * 1024
+"""Largest single file whose content is kept (a big dpkg status is a few MiB)."""
+
+DEFAULT_MAX_TOTAL_CONTENT_BYTES = 512 * 1024 * 1024
+"""Most content kept in memory for one image, all files together."""
+
+DEFAULT_MAX_ENTRIES = 2_000_000
+"""Most tar entries read over all layers; far above real images, it bounds hostile ones."""
+
+DEFAULT_READ_LIMIT = 16 * 1024 * 1024
+
+MAX_SYMLINK_HOPS = 40
+"""As Linux's ELOOP limit."""
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_CHUNK = 1024 * 1024
+_IMPLICIT_DIR_MODE = 0o755
+
+
+class RootFSError(ArtifactError):
+    """Base of the errors of this module."""
+
+
+class LayerFormatError(RootFSError, ArtifactInputError):
+    """A layer is not a readable tar (truncated, corrupt, or compressed in a way we do not read)."""
+
+    def __init__(self, layer: Path, detail: str):
+        self.layer = layer
+        super().__init__(f"layer {layer}: {detail}")
+
+
+class UnsafeEntryError(RootFSError, ArtifactInputError):
+    """An entry that no safe extractor would write; names the layer and the entry."""
+
+    def __init__(self, layer: Path, entry: str, reason: str):
+        self.layer = layer
+        self.entry = entry
+        self.reason = reason
+        super().__init__(f"layer {layer}: entry {entry!r}: {reason}")
+
+
+class RootFSLimitError(RootFSError, ArtifactInputError):
+    """The layers exceed a configured limit (number of entries)."""
+
+
+class PathNotFoundError(RootFSError, FileNotFoundError):
+    """``read``/``entry`` of a path the image does not have."""
+
+
+class ContentNotRetainedError(RootFSError):
+    """``read`` of a file whose content was not kept, or is larger than the caller allows."""
+
+
+class EntryType(StrEnum):
+    FILE = "file"
+    DIRECTORY = "directory"
+    SYMLINK = "symlink"
+    HARDLINK = "hardlink"
+    FIFO = "fifo"
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One path of the merged filesystem, as the top-most layer that wrote it left it.
+
+    ``path`` is relative to the root, without a leading ``/`` (``usr/bin/python3``). ``sha256``
+    and ``size`` describe the content of regular files and hard links (a hard link shares its
+    target's content); they are ``None``/0 for the other types. ``link_target`` is the target of a
+    symbolic link as written in the tar, or the root-relative path a hard link points to.
+    ``layer`` is the index of the layer that wrote the entry; a parent directory that a layer
+    implies without listing it is created as 0755 root:root, as extractors do, in that layer.
+    """
+
+    path: str
+    type: EntryType
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    sha256: str | None
+    link_target: str | None
+    layer: int
+
+    @property
+    def is_file(self) -> bool:
+        """A regular file, directly or through a hard link."""
+        return self.type in (EntryType.FILE, EntryType.HARDLINK)
+
+
+class ShadowReason(StrEnum):
+    WHITEOUT = "whiteout"
+    OPAQUE = "opaque"
+    OVERWRITTEN = "overwritten"
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowedEntry:
+    """A non-directory entry of a lower layer that an upper layer removed or replaced."""
+
+    entry: FileEntry
+    hidden_by_layer: int
+    reason: ShadowReason
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """What was read: ``digest`` of the bytes as stored, ``diff_id`` of the uncompressed tar."""
+
+    path: Path
+    digest: str
+    diff_id: str
+    compression: str
+    entries: int
+
+
+class RootFS:
+    """The merged, read-only file tree of an image. Build it with :meth:`from_layers`."""
+
+    def __init__(
+        self,
+        entries: Mapping[str, FileEntry],
+        contents: Mapping[str, bytes],
+        unretained: Mapping[str, str],
+        shadowed: Sequence[ShadowedEntry],
+        layers: Sequence[LayerInfo],
+    ):
+        self._entries = dict(sorted(entries.items()))
+        self._contents = dict(contents)
+        self.unretained: Mapping[str, str] = MappingProxyType(dict(sorted(unretained.items())))
+        """Paths that matched a content pattern but whose content was not kept, with why."""
+        self.shadowed: tuple[ShadowedEntry, ...] = tuple(shadowed)
+        self.layers: tuple[LayerInfo, ...] = tuple(layers)
+
+    @classmethod
+    def from_layers(
+        cls,
+        layer_paths: Sequence[Path | str],
+        *,
+        content_patterns: Sequence[str] = DEFAULT_CONTENT_PATTERNS,
+        max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES,
+        max_total_content_bytes: int = DEFAULT_MAX_TOTAL_CONTENT_BYTES,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> RootFS:
+        """Merge the layer tarballs at ``layer_paths``, bottom layer first."""
+        merger = _Merger(content_patterns, max_content_bytes, max_total_content_bytes, max_entries)
+        for index, layer_path in enumerate(layer_paths):
+            merger.apply_layer(index, Path(layer_path))
+        return cls(
+            merger.entries, merger.contents, merger.unretained, merger.shadowed, merger.layers
+        )
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and _lookup_key(path) in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def get(self, path: str) -> FileEntry | None:
+        """The entry at ``path`` itself (a symbolic link is not followed), or None."""
+        return self._entries.get(_lookup_key(path))
+
+    def entry(self, path: str) -> FileEntry:
+        found = self.get(path)
+        if found is None:
+            raise PathNotFoundError(f"{path!r} is not in the image")
+        return found
+
+    def entries(self) -> Iterator[FileEntry]:
+        """Every entry, sorted by path."""
+        return iter(self._entries.values())
+
+    def glob(self, pattern: str) -> list[str]:
+        """Sorted paths matching ``pattern`` (``*``/``?`` within a component, ``**/`` across)."""
+        regex = glob_to_regex(pattern)
+        return [path for path in self._entries if regex.fullmatch(path)]
+
+    def resolve(self, path: str) -> str:
+        """``path`` with every symbolic link followed, inside the root as a chroot would."""
+        pending = [part for part in reversed(path.split("/")) if part]
+        resolved: list[str] = []
+        hops = 0
+        while pending:
+            part = pending.pop()
+            if part == ".":
+                continue
+            if part == "..":
+                if resolved:
+                    resolved.pop()
+                continue
+            candidate = "/".join([*resolved, part])
+            found = self._entries.get(candidate)
+            if found is not None and found.type is EntryType.SYMLINK:
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise RootFSError(f"{path!r}: too many levels of symbolic links")
+                target = found.link_target or ""
+                if target.startswith("/"):
+                    resolved = []
+                pending.extend(p for p in reversed(target.split("/")) if p)
+                continue
+            resolved.append(part)
+        return "/".join(resolved)
+
+    def read(self, path: str, max_bytes: int = DEFAULT_READ_LIMIT) -> bytes:
+        """The content of the regular file at ``path`` (symbolic links followed).
+
+        PathNotFoundError if there is no such file; ContentNotRetainedError if its content was
+        not kept while reading the layers, or is larger than ``max_bytes``.
+        """
+        real = self.resolve(path)
+        found = self._entries.get(real)
+        if found is None or not found.is_file:
+            raise PathNotFoundError(f"{path!r} is not a regular file in the image")
+        if found.size > max_bytes:
+            raise ContentNotRetainedError(
+                f"{path!r} is {found.size} bytes, more than the {max_bytes} allowed"
+            )
+        content = self._contents.get(real)
+        if content is None:
+            reason = self.unretained.get(real, "it matches no content pattern")
+            raise ContentNotRetainedError(f"content of {path!r} was not kept: {reason}")
+        return content
+
+
+def _lookup_key(path: str) -> str:
+    return "/".join(part for part in path.split("/") if part and part != ".")
+
+
+@lru_cache(maxsize=256)
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a path glob: ``*``, ``?`` and ``[...]`` stay within a component, ``**`` spans."""
+    out: list[str] = []
+    parts = pattern.split("/")
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        if part == "**":
+            out.append(".*" if last else "(?:[^/]+/)*")
+            continue
+        out.append(_component_regex(part))
+        if not last:
+            out.append("/")
+    return re.compile("".join(out))
+
+
+def _component_regex(part: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(part):
+        char = part[i]
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[" and (end := _class_end(part, i)) > 0:
+            body = part[i + 1 : end].replace("\\", "\\\\")
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            elif body.startswith("^"):
+                body = "\\" + body
+            out.append(f"[{body}]")
+            i = end
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+def _class_end(part: str, start: int) -> int:
+    """Index of the ``]`` closing the class opened at ``start``, or -1 (then ``[`` is literal)."""
+    j = start + 1
+    if j < len(part) and part[j] == "!":
+        j += 1
+    if j < len(part) and part[j] == "]":
+        j += 1
+    return part.find("]", j)
+
+
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _HashingReader:
+    """A read-only stream that hashes what passes through it."""
+
+    def __init__(self, source: _Readable):
+        self._source = source
+        self._hash = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._hash.update(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        raise io.UnsupportedOperation("a layer is read as a stream")
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return f"sha256:{self._hash.hexdigest()}"
+
+
+class _Merger:
+    """The mutable state while layers are applied; RootFS is the frozen result."""
+
+    def __init__(
+        self,
+        patterns: Sequence[str],
+        max_content_bytes: int,
+        max_total_content_bytes: int,
+        max_entries: int,
+    ):
+        self._patterns = tuple(glob_to_regex(p) for p in patterns)
+        self._max_content = max_content_bytes
+        self._max_total = max_total_content_bytes
+        self._max_entries = max_entries
+        self._total_content = 0
+        self._entries_read = 0
+        self._explicit: set[str] = set()
+        self.entries: dict[str, FileEntry] = {}
+        self.children: dict[str, set[str]] = {}
+        self.contents: dict[str, bytes] = {}
+        self.unretained: dict[str, str] = {}
+        self.shadowed: list[ShadowedEntry] = []
+        self.layers: list[LayerInfo] = []
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def apply_layer(self, index: int, path: Path) -> None:
+        try:
+            raw = path.open("rb")
+        except OSError as exc:
+            raise LayerFormatError(path, f"cannot open: {exc.strerror or exc}") from exc
+        self._explicit = set()
+        with raw:
+            magic = raw.read(4)
+            raw.seek(0)
+            if magic.startswith(_ZSTD_MAGIC):
+                raise LayerFormatError(path, "zstd-compressed layers are not supported")
+            blob = _HashingReader(raw)
+            compression = "gzip" if magic.startswith(_GZIP_MAGIC) else "none"
+            stream: _Readable = (
+                gzip.GzipFile(fileobj=blob, mode="rb") if compression == "gzip" else blob
+            )
+            tar_stream = _HashingReader(stream)
+            last = "(start of layer)"
+            count = 0
+            try:
+                with tarfile.open(fileobj=tar_stream, mode="r|") as tar:  # type: ignore[call-overload]
+                    for member in tar:
+                        count += 1
+                        self._entries_read += 1
+                        if self._entries_read > self._max_entries:
+                            raise RootFSLimitError(
+                                f"layer {path}: more than {self._max_entries} entries in the image"
+                            )
+                        last = member.name
+                        self._apply_member(index, path, tar, member)
+                        tar.members.clear()  # a stream needs no index; keeps memory flat
+                tar_stream.drain()
+                blob.drain()
+            except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                raise LayerFormatError(
+                    path, f"not a readable tar after entry {last!r}: {exc}"
+                ) from exc
+        self.layers.append(LayerInfo(path, blob.digest, tar_stream.digest, compression, count))
+
+    def _apply_member(
+        self, layer: int, layer_path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo
+    ) -> None:
+        name = member.name
+        path = _normalise(layer_path, name, name)
+        if not path:
+            return  # the root directory itself
+        parent, _, base = path.rpartition("/")
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(layer, layer_path, name, parent, base)
+            return
+        if member.ischr() or member.isblk():
+            raise UnsafeEntryError(layer_path, name, "device nodes are not allowed in an image")
+        self._check_parents(layer, layer_path, name, path)
+        if path in self._explicit:
+            raise UnsafeEntryError(layer_path, name, "the path appears twice in this layer")
+        self._explicit.add(path)
+        existing = self.entries.get(path)
+        mode = member.mode & 0o7777
+        content: bytes | None = None
+        why_not: str | None = None
+        if member.isdir():
+            entry = FileEntry(
+                path, EntryType.DIRECTORY, mode, member.uid, member.gid, 0, None, None, layer
+            )
+        elif member.issym():
+            target = member.linkname
+            if "\x00" in target or not target:
+                raise UnsafeEntryError(layer_path, name, "empty or invalid symbolic link target")
+            if not target.startswith("/") and _climbs_out(parent, target):
+                raise UnsafeEntryError(
+                    layer_path, name, f"symbolic link target {target!r} points outside the root"
+                )
+            entry = FileEntry(
+                path, EntryType.SYMLINK, mode, member.uid, member.gid, 0, None, target, layer
+            )
+        elif member.islnk():
+            target_path = _normalise(layer_path, name, member.linkname)
+            linked = self.entries.get(target_path)
+            if linked is None or not linked.is_file:
+                raise UnsafeEntryError(
+                    layer_path,
+                    name,
+                    f"hard link to {member.linkname!r}, which is not a regular file of the image",
+                )
+            entry = FileEntry(
+                path,
+                EntryType.HARDLINK,
+                linked.mode,
+                linked.uid,
+                linked.gid,
+                linked.size,
+                linked.sha256,
+                target_path,
+                layer,
+            )
+        elif member.isfifo():
+            entry = FileEntry(
+                path, EntryType.FIFO, mode, member.uid, member.gid, 0, None, None, layer
+            )
+        elif member.isreg():
+            entry, content, why_not = self._read_file(layer, tar, member, path, mode)
+        else:
+            raise UnsafeEntryError(layer_path, name, f"unsupported tar entry type {member.type!r}")
+        if existing is not None:
+            if existing.type is EntryType.DIRECTORY and entry.type is EntryType.DIRECTORY:
+                self.entries[path] = entry  # new metadata; the lower layers' content stays
+                return
+            if self._remove_lower(path, layer, ShadowReason.OVERWRITTEN):
+                raise UnsafeEntryError(
+                    layer_path, name, "replaces a directory that this layer also writes into"
+                )
+        self._add(entry)
+        if entry.type is EntryType.HARDLINK and self._wanted(path):
+            content = self.contents.get(entry.link_target or "")
+            if content is None:
+                why_not = "a hard link whose target's content was not kept"
+        if content is not None:
+            self._keep(path, content)
+        elif why_not is not None:
+            self.unretained[path] = why_not
+
+    def _read_file(
+        self, layer: int, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, mode: int
+    ) -> tuple[FileEntry, bytes | None, str | None]:
+        """The entry, its content when it is to be kept, or why wanted content is not kept."""
+        wanted = self._wanted(path)
+        keep = wanted and member.size <= self._max_content
+        why_not: str | None = None
+        if keep and self._total_content + member.size > self._max_total:
+            keep = False
+            why_not = f"the content budget of {self._max_total} bytes for all kept files is spent"
+        elif wanted and not keep:
+            why_not = f"larger than {self._max_content} bytes"
+        digest = hashlib.sha256()
+        buffer = bytearray() if keep else None
+        source = tar.extractfile(member)
+        if source is None:  # pragma: no cover - isreg() members always have a file object
+            raise tarfile.ReadError(f"no content for {member.name!r}")
+        while chunk := source.read(_CHUNK):
+            digest.update(chunk)
+            if buffer is not None:
+                buffer += chunk
+        entry = FileEntry(
+            path,
+            EntryType.FILE,
+            mode,
+            member.uid,
+            member.gid,
+            member.size,
+            digest.hexdigest(),
+            None,
+            layer,
+        )
+        return entry, (bytes(buffer) if buffer is not None else None), why_not
+
+    def _wanted(self, path: str) -> bool:
+        return any(regex.fullmatch(path) for regex in self._patterns)
+
+    def _keep(self, path: str, content: bytes) -> None:
+        self.contents[path] = content
+        self._total_content += len(content)
+
+    # -- tree changes ----------------------------------------------------------------------
+
+    def _check_parents(self, layer: int, layer_path: Path, name: str, path: str) -> None:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            ancestor = "/".join(parts[:depth])
+            found = self.entries.get(ancestor)
+            if found is None:
+                self._add(
+                    FileEntry(
+                        ancestor,
+                        EntryType.DIRECTORY,
+                        _IMPLICIT_DIR_MODE,
+                        0,
+                        0,
+                        0,
+                        None,
+                        None,
+                        layer,
+                    )
+                )
+            elif found.type is EntryType.SYMLINK:
+                raise UnsafeEntryError(
+                    layer_path, name, f"written through the symbolic link {ancestor!r}"
+                )
+            elif found.type is not EntryType.DIRECTORY:
+                raise UnsafeEntryError(layer_path, name, f"{ancestor!r} is not a directory")
+
+    def _add(self, entry: FileEntry) -> None:
+        self.entries[entry.path] = entry
+        parent = entry.path.rpartition("/")[0]
+        self.children.setdefault(parent, set()).add(entry.path)
+
+    def _whiteout(self, layer: int, layer_path: Path, name: str, parent: str, base: str) -> None:
+        if base == OPAQUE_WHITEOUT:
+            for child in sorted(self.children.get(parent, ())):
+                self._remove_lower(child, layer, ShadowReason.OPAQUE)
+            return
+        if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+            logger.debug("layer %s: ignoring whiteout metadata entry %r", layer_path, name)
+            return
+        hidden = base[len(WHITEOUT_PREFIX) :]
+        if hidden in ("", ".", ".."):
+            raise UnsafeEntryError(layer_path, name, "whiteout of an invalid name")
+        target = f"{parent}/{hidden}" if parent else hidden
+        if target in self.entries:
+            self._remove_lower(target, layer, ShadowReason.WHITEOUT)
+
+    def _remove_lower(self, path: str, layer: int, reason: ShadowReason) -> bool:
+        """Remove ``path`` and what is below it, as far as lower layers wrote it.
+
+        Returns whether ``path`` survives: an entry of ``layer`` itself does, and so does a
+        lower directory that still holds something ``layer`` wrote.
+        """
+        entry = self.entries[path]
+        survivors = False
+        for child in sorted(self.children.get(path, ())):
+            if self._remove_lower(child, layer, reason):
+                survivors = True
+        if entry.layer == layer or survivors:
+            return True
+        del self.entries[path]
+        self.children.pop(path, None)
+        siblings = self.children.get(path.rpartition("/")[0])
+        if siblings is not None:
+            siblings.discard(path)
+        content = self.contents.pop(path, None)
+        if content is not None:
+            self._total_content -= len(content)
+        self.unretained.pop(path, None)
+        if entry.type is not EntryType.DIRECTORY:
+            self.shadowed.append(ShadowedEntry(entry, layer, reason))
+        return False
+
+
+def _normalise(layer_path: Path, entry: str, name: str) -> str:
+    """The root-relative form of a tar path; UnsafeEntryError for anything that could escape."""
+    if "\x00" in name:
+        raise UnsafeEntryError(layer_path, entry, "the path contains a NUL byte")
+    if name.startswith("/"):
+        raise UnsafeEntryError(layer_path, entry, f"absolute path {name!r}")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeEntryError(layer_path, entry, f"path {name!r} has a '..' component")
+    return "/".join(parts)
+
+
+def _climbs_out(parent: str, target: str) -> bool:
+    depth = len([p for p in parent.split("/") if p])
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        depth = depth - 1 if part == ".." else depth + 1
+        if depth < 0:
+            return True
+    return False
