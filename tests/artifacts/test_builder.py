@@ -28,7 +28,7 @@ from immutrail.ledger.home import open_ledger
 from .conftest import APP_FILES, COMMIT_EPOCH, commit_all, git, make_repo, write_files
 
 
-def events(home: Path) -> list[dict[str, Any]]:
+def all_events(home: Path) -> list[dict[str, Any]]:
     ledger = open_ledger(home)
     try:
         size = ledger.head().size
@@ -37,12 +37,17 @@ def events(home: Path) -> list[dict[str, Any]]:
         ledger.close()
 
 
+def events(home: Path) -> list[dict[str, Any]]:
+    """The ``artifact.built`` events (a build also records its key and attestations)."""
+    return [e for e in all_events(home) if e["type"] == "artifact.built"]
+
+
 def snapshot(home: Path) -> dict[str, Any]:
     """What a failed build must not change: the store's files and the ledger's size."""
     store = home / "store"
     files = sorted(str(p.relative_to(store)) for p in store.rglob("*")) if store.exists() else []
     index = (store / "index.json").read_bytes() if store.exists() else b""
-    return {"files": files, "index": index, "events": len(events(home))}
+    return {"files": files, "index": index, "events": len(all_events(home))}
 
 
 def clone(source: Path, dest: Path, umask: int) -> Path:
@@ -267,3 +272,39 @@ def test_input_files_are_the_committed_bytes_digests(repo: Path, home: Path) -> 
     assert [p.name for p in result.layer_paths()] == [
         layer.digest.split(":")[1] for layer in result.layers
     ]
+
+
+def test_a_build_attaches_its_sbom_and_signed_provenance(repo: Path, home: Path) -> None:
+    from immutrail.artifacts.attestations import DSSE_MEDIA_TYPE, SBOM_TYPE
+    from immutrail.artifacts.provenance import verify_provenance
+    from immutrail.crypto.keys import key_id, load_public_key_pem
+
+    result = build(repo / "image.yaml", home, tag="app:attested")
+    store = Store.for_home(home)
+    referrers = {d.artifact_type: d for d in store.referrers(result.digest)}
+    assert set(referrers) == {SBOM_TYPE, "application/vnd.in-toto+json"}
+    assert referrers[SBOM_TYPE].digest == result.sbom
+    sbom_manifest = store.get_manifest(result.sbom)
+    assert sbom_manifest["subject"]["digest"] == result.digest
+    sbom = json.loads(store.read_blob(sbom_manifest["layers"][0]["digest"]))
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.6"
+    assert sbom["metadata"]["component"]["name"] == "app:attested"
+
+    prov_manifest = store.get_manifest(result.provenance)
+    assert prov_manifest["layers"][0]["mediaType"] == DSSE_MEDIA_TYPE
+    envelope = json.loads(store.read_blob(prov_manifest["layers"][0]["digest"]))
+    # The builder's public key is found from the ledger alone.
+    [key_event] = [e for e in all_events(home) if e["type"] == "key.created"]
+    public = load_public_key_pem(key_event["payload"]["public_key"])
+    assert key_event["subject"] == f"key:{key_id(public)}"
+    statement = verify_provenance(
+        envelope, {key_id(public): public}, expected_subject_digest=result.digest
+    )
+    params = statement["predicate"]["buildDefinition"]["externalParameters"]
+    assert params["source"]["digest"]["gitCommit"] == result.commit
+    kinds = [e["type"] for e in all_events(home)]
+    assert kinds == ["artifact.built", "key.created", "artifact.attached", "artifact.attached"]
+
+    again = build(repo / "image.yaml", home)  # the key is made once
+    assert [e["type"] for e in all_events(home)].count("key.created") == 1
+    assert again.digest == result.digest

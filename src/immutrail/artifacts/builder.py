@@ -22,15 +22,16 @@ import re
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from immutrail import __version__
 from immutrail.ledger.event import Event
 from immutrail.ledger.home import open_ledger
-from immutrail.ledger.ledger import Ledger
 
 from . import git, oci
+from .attestations import BuildFacts, attach_build_attestations
 from .definition import ImageDefinition, parse_definition
 from .errors import ArtifactInputError, SourceError
 from .imageconfig import BuiltLayer, SourceInfo, image_config, image_manifest
@@ -68,6 +69,10 @@ class BuildResult:
     """Every repository file the build read -> its SHA-256 hex (provenance's inputs)."""
     base: str
     """``scratch`` or the base image's manifest digest."""
+    sbom: str
+    """The manifest digest of the attached CycloneDX SBOM."""
+    provenance: str
+    """The manifest digest of the attached, signed SLSA provenance."""
 
     def layer_paths(self) -> list[Path]:
         """Where the layer blobs are on disk (for the SBOM generator)."""
@@ -177,6 +182,7 @@ def build(
 
     ``db`` is the ledger database URL when it is not the one recorded in ``home``.
     """
+    started = datetime.now(UTC)
     observer = observer or _Silent()
     actor = actor or default_actor()
     if tag is not None:
@@ -227,7 +233,28 @@ def build(
                     appended.append(ledger.append(event).index)
 
                 store.commit(stage, manifest_desc, tag, record)
-            result_value = BuildResult(
+            facts = BuildFacts(
+                digest=manifest_desc.digest,
+                name=tag or manifest_desc.digest,
+                commit=state.commit,
+                repository=state.source_url or f"file://{state.root.resolve()}",
+                definition_path=relative,
+                dirty=state.dirty,
+                base=definition.base,
+                source_epoch=epoch,
+                input_files=dict(sorted(inputs.items())),
+                started=started,
+                finished=datetime.now(UTC),
+            )
+            attached = attach_build_attestations(
+                facts,
+                [store.blob_path(layer.digest) for layer in layers],
+                store,
+                ledger,
+                home,
+                actor,
+            )
+            return BuildResult(
                 digest=manifest_desc.digest,
                 manifest=manifest_desc,
                 config=config_desc,
@@ -241,9 +268,9 @@ def build(
                 store_root=store.root,
                 input_files=dict(sorted(inputs.items())),
                 base=definition.base,
+                sbom=attached.sbom,
+                provenance=attached.provenance,
             )
-            attach_sbom_and_provenance(result_value, store, ledger, actor)
-            return result_value
         finally:
             ledger.close()
 
@@ -276,16 +303,3 @@ def _payload(
     if state.dirty:
         payload["dirty_paths"] = list(state.dirty_paths[:MAX_DIRTY_IN_EVENT])
     return payload
-
-
-def attach_sbom_and_provenance(
-    result: BuildResult, store: Store, ledger: Ledger, actor: str
-) -> None:
-    """The hook where the SBOM and the SLSA provenance of a fresh build get attached.
-
-    To be wired to ``artifacts/sbom.py`` (``generate_sbom(result.layer_paths(), name,
-    result.digest)``) and ``artifacts/provenance.py``; each document is then stored with
-    :func:`immutrail.artifacts.attach.attach_and_record`, which writes the ``artifact.attached``
-    event. Until then a build attaches nothing.
-    """
-    del result, store, ledger, actor

@@ -97,6 +97,8 @@ def _print_build(result: BuildResult) -> None:
     stdout.print(f"  commit  {result.commit} ({state})")
     stdout.print(f"  config  {result.config.digest}")
     stdout.print(f"  ledger  entry {result.ledger_index}")
+    stdout.print(f"  sbom    {result.sbom} (CycloneDX 1.6)")
+    stdout.print(f"  slsa    {result.provenance} (signed SLSA provenance v1)")
     for layer in result.built:
         stdout.print(
             f"  layer   {layer.descriptor.digest}  {layer.descriptor.size:>10} B  ", end=""
@@ -143,6 +145,8 @@ def build(
                 "config": result.config.digest,
                 "layers": [_layer_json(layer) for layer in result.built],
                 "ledger_index": result.ledger_index,
+                "sbom": result.sbom,
+                "provenance": result.provenance,
                 "store": str(result.store_root),
             }
         )
