@@ -58,7 +58,8 @@ def test_build_list_show_export(repo: Path, home: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "app.tar"
     exported = run(home, "artifact", "export", built["digest"], "-o", str(out))
-    assert exported["blobs"] == 9  # 4 of the image; SBOM and provenance: 2 manifests, 2 layers, 1 empty config
+    # 4 blobs of the image; its SBOM and provenance: 2 manifests, 2 layers, 1 empty config.
+    assert exported["blobs"] == 9
     with tarfile.open(out) as tar:
         names = tar.getnames()
         docker = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
