@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from immutrail.crypto.keys import load_private_key
 from immutrail.ledger.errors import EventFormatError, LedgerInputError
-from immutrail.ledger.event import Event, parse_entry, time_us
+from immutrail.ledger.event import Event, parse_entry, sign_event, time_us
 from immutrail.ledger.home import open_ledger
 from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.proofs import b64
@@ -43,6 +45,11 @@ app = typer.Typer(
 )
 prove_app = typer.Typer(no_args_is_help=True, help="RFC 6962 proofs (hashes in base64).")
 app.add_typer(prove_app, name="prove")
+
+
+def _key_passphrase() -> bytes | None:
+    value = os.environ.get("IMMUTRAIL_KEY_PASSPHRASE")
+    return value.encode() if value else None
 
 
 def _open(home: Path, db: str | None) -> Ledger:
@@ -118,6 +125,13 @@ def append(
             "appended atomically as one batch."
         ),
     ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The actor's private key (PEM; passphrase from IMMUTRAIL_KEY_PASSPHRASE): "
+            "each event carries the actor's DSSE signature."
+        ),
+    ] = None,
 ) -> None:
     """Append one event, or a batch; prints the index, id and leaf hash of each."""
     with errors_to_exit_codes():
@@ -144,6 +158,9 @@ def append(
                     }
                 )
             ]
+        if sign_key is not None:
+            key = load_private_key(sign_key, _key_passphrase())
+            events = [sign_event(e, key) for e in events]
         ledger = _open(home, db)
         try:
             results = ledger.append_batch(events)
@@ -375,6 +392,8 @@ def verify(
                     "size": report.size,
                     "root": b64(report.root),
                     "entries": report.entries,
+                    "signatures_verified": report.signatures,
+                    "signatures_unknown_key": report.unknown_signers,
                     "nodes": report.nodes,
                     "checkpoints": report.checkpoints,
                     "witnessed": report.witnessed,
@@ -385,7 +404,8 @@ def verify(
         elif report.ok:
             stdout.print(
                 f"[green]ok[/]: {report.entries} entries, {report.nodes} tree nodes, "
-                f"{report.checkpoints} checkpoints, {report.witnessed} witnessed checkpoints; "
+                f"{report.checkpoints} checkpoints, {report.witnessed} witnessed checkpoints, "
+                f"{report.signatures} actor signatures; "
                 f"root {b64(report.root)}",
                 markup=True,
             )

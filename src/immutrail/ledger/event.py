@@ -22,7 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from immutrail.crypto.canonical import canonical_json, parse_canonical
+from immutrail.crypto.dsse import sign_detached, verify_detached
 from immutrail.crypto.errors import CryptoError
+from immutrail.crypto.keys import PrivateKey, PublicKey
 
 from .errors import EventFormatError
 
@@ -228,6 +230,21 @@ class Event:
                 "store large documents by digest and put the digest in the payload"
             )
         return data
+
+
+def sign_event(event: Event, key: PrivateKey) -> Event:
+    """The event with its actor's detached DSSE signature over :meth:`Event.signing_bytes`."""
+    signature = sign_detached(key, EVENT_PAYLOAD_TYPE, event.signing_bytes())
+    return Event(
+        event.id, event.type, event.actor, event.subject, event.time, event.payload, signature
+    )
+
+
+def verify_event_signature(event: Event, public_key: PublicKey) -> None:
+    """Raise a CryptoError unless the event carries a valid signature by ``public_key``."""
+    if event.signature is None:
+        raise EventFormatError("the event is not signed", field="signature")
+    verify_detached(event.signature, EVENT_PAYLOAD_TYPE, event.signing_bytes(), public_key)
 
 
 def parse_entry(data: bytes) -> Event:

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 from immutrail.crypto.checkpoint import Checkpoint, open_checkpoint
 from immutrail.crypto.errors import CryptoError
+from immutrail.crypto.keys import PublicKey, key_id, load_public_key_pem
 from immutrail.crypto.note import NoteVerifier
 
 from .errors import EventFormatError
-from .event import parse_entry, time_us
+from .event import Event, parse_entry, time_us, verify_event_signature
 from .merkle import Frontier, leaf_hash
 from .storage.interface import EntryRow, LedgerStore
 from .witness import WitnessedCheckpoint
@@ -43,6 +44,10 @@ class VerificationReport:
     size: int = 0
     root: bytes = b""
     entries: int = 0
+    signatures: int = 0
+    """Actor signatures verified against keys announced in the ledger."""
+    unknown_signers: int = 0
+    """Signed entries whose key the ledger does not announce (not verifiable here)."""
     nodes: int = 0
     checkpoints: int = 0
     witnessed: int = 0
@@ -57,8 +62,59 @@ class VerificationReport:
         return min((p.index for p in self.problems if p.index is not None), default=None)
 
 
-def check_row(row: EntryRow) -> str | None:
-    """Why the stored row disagrees with its own bytes, or None."""
+EVENT_KEY_CREATED = "key.created"
+EVENT_KEY_REVOKED = "key.revoked"
+
+
+class KeyRing:
+    """Actor keys announced in the ledger itself, so signed events verify from the ledger alone.
+
+    ``key.created`` (subject ``key:<key id>``, payload ``public_key`` PEM) adds a key;
+    ``key.revoked`` (same subject) makes every later signature by it a problem.
+    """
+
+    def __init__(self) -> None:
+        self.keys: dict[str, PublicKey] = {}
+        self.revoked: set[str] = set()
+        self.verified = 0
+        self.unknown = 0
+
+    def learn(self, event: Event) -> str | None:
+        if event.type not in (EVENT_KEY_CREATED, EVENT_KEY_REVOKED):
+            return None
+        keyid = event.subject.removeprefix("key:")
+        if event.type == EVENT_KEY_REVOKED:
+            self.revoked.add(keyid)
+            return None
+        try:
+            public = load_public_key_pem(str(event.payload.get("public_key", "")))
+        except CryptoError as exc:
+            return f"announces a key that cannot be read: {exc}"
+        if event.subject != f"key:{key_id(public)}":
+            return "announces a key under a subject that is not its key id"
+        self.keys[keyid] = public
+        return None
+
+    def check(self, event: Event) -> str | None:
+        if event.signature is None:
+            return None
+        keyid = event.signature["keyid"]
+        public = self.keys.get(keyid)
+        if public is None:
+            self.unknown += 1
+            return None
+        if keyid in self.revoked:
+            return f"signed by key {keyid[:16]}…, which was revoked before this entry"
+        try:
+            verify_event_signature(event, public)
+        except CryptoError as exc:
+            return f"the actor's signature does not verify: {exc}"
+        self.verified += 1
+        return None
+
+
+def check_row(row: EntryRow, keys: KeyRing | None = None) -> str | None:
+    """Why the stored row disagrees with its own bytes (or its signature fails), or None."""
     try:
         event = parse_entry(row.data)
     except EventFormatError as exc:
@@ -72,6 +128,8 @@ def check_row(row: EntryRow) -> str | None:
         return "the indexed columns (id, type, actor, subject) disagree with the entry bytes"
     if time_us(event.time) != row.time_us:
         return "the indexed time disagrees with the entry bytes"
+    if keys is not None:
+        return keys.check(event) or keys.learn(event)
     return None
 
 
@@ -119,6 +177,7 @@ def verify_store(
         open_note(f"witnessed checkpoint {item.source}", item.note)
 
     frontier = Frontier.empty()
+    keys = KeyRing()
     pending: dict[int, tuple[int, list[bytes]]] = {}
     entry_problems = 0
     # Leaf indices a reported problem already explains: a node above one of them is bound to
@@ -163,7 +222,7 @@ def verify_store(
             if leaf_hash(row.data) != row.leaf_hash:
                 why = "its bytes do not match its stored leaf hash"
             else:
-                why = check_row(row)
+                why = check_row(row, keys)
             if why is not None:
                 entry_problems += 1
                 bisect.insort(explained, row.index)
@@ -179,6 +238,7 @@ def verify_store(
                 observer(frontier.size, head.size)
     check_nodes()
     report.entries = frontier.size
+    report.signatures, report.unknown_signers = keys.verified, keys.unknown
     report.root = frontier.root()
     if observer is not None:
         observer(frontier.size, head.size)
