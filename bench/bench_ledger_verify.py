@@ -1,0 +1,334 @@
+"""(c) Full verification throughput against hashlib SHA-256 over the same entry bytes.
+
+``Ledger.verify()`` of a SQLite ledger of ``--size`` entries (default 200,000; built once with
+``append_batch`` plus one signed checkpoint and cached in
+``bench/results/cache/ledger-sqlite-<size>/``, shared with bench_ledger_proofs.py). Reported:
+entries/s and MB/s of entry bytes (best of ``--repeat``), and peak RSS during verification.
+
+Baseline in the same run: ``hashlib.sha256(entry).digest()`` once per entry over the same bytes,
+held in memory (verification must hash every entry at least once); for context also one ``sha256``
+over all the bytes as a single buffer, and reading the bytes from SQLite plus hashing them. Ratio =
+verify rate / per-entry hash rate.
+
+Then where the time goes: per-step costs measured without a profiler on the same rows (read, leaf
+hash, canonical parse, event validation, time parse, tree), and a cProfile of verify().
+
+    .venv/bin/python bench/bench_ledger_verify.py [--quick] [--size N] [--rebuild]
+    scripts/with-postgres.sh .venv/bin/python bench/bench_ledger_verify.py   # + PostgreSQL
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from _common import (
+    components,
+    current_rss_mb,
+    header,
+    machine_info,
+    new_ledger,
+    pg_database,
+    pg_notice,
+    pg_url,
+    phase_peak_rss_mb,
+    print_profile,
+    print_table,
+    print_targets,
+    profile_call,
+    reset_peak_rss,
+    scratch_dir,
+    target,
+    timed,
+    top_functions,
+    write_json,
+)
+from bench_ledger_proofs import build, cached_sqlite_ledger
+
+NAME = "ledger_verify"
+TARGET_RATIO = 0.5
+
+VERIFY_PARTS = [
+    (
+        "DB reads: store.entries() (SELECT + EntryRow)",
+        [("storage/sqlite.py", "query"), ("storage/postgres.py", "query")],
+    ),
+    ("leaf_hash(entry) == stored leaf hash", [("ledger/merkle.py", "leaf_hash")]),
+    (
+        "parse_canonical (JSON parse + canonical check)",
+        [("crypto/canonical.py", "parse_canonical")],
+    ),
+    ("Event.from_dict (field validation)", [("ledger/event.py", "from_dict")]),
+    ("time_us (indexed time re-check)", [("ledger/verify.py", "time_us")]),
+    ("Frontier.append (node hashes)", [("ledger/merkle.py", "append")]),
+    ("check_nodes (node_range reads + compare)", [("ledger/verify.py", "check_nodes")]),
+    ("count_nodes", [("storage/sqlite.py", "count_nodes"), ("storage/postgres.py", "count_nodes")]),
+    ("checkpoint signatures", [("ledger/verify.py", "open_note")]),
+]
+
+
+def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
+    best_t, out = float("inf"), None
+    for _ in range(repeat):
+        t, out = timed(fn)
+        best_t = min(best_t, t)
+    return best_t, out
+
+
+def verify_runs(ledger: Any, repeat: int) -> dict[str, Any]:
+    runs = []
+    report = None
+    for _ in range(repeat):
+        reset_peak_rss()
+        before = current_rss_mb()
+        t, report = timed(ledger.verify)
+        runs.append({"seconds": t, "peak_rss_mb": phase_peak_rss_mb(), "rss_before_mb": before})
+    assert report is not None
+    if not report.ok:
+        raise SystemExit(f"verification FAILED: {report.problems[:3]}")
+    best = min(runs, key=lambda r: r["seconds"])
+    return {
+        **best,
+        "runs_seconds": [r["seconds"] for r in runs],
+        "entries": report.entries,
+        "nodes": report.nodes,
+        "checkpoints": report.checkpoints,
+    }
+
+
+def hash_baselines(datas: Sequence[bytes], repeat: int) -> dict[str, float]:
+    sha256 = hashlib.sha256
+
+    def per_entry() -> None:
+        for d in datas:
+            sha256(d).digest()
+
+    t_each, _ = best_of(repeat, per_entry)
+    blob = b"".join(datas)
+    t_one, _ = best_of(repeat, lambda: sha256(blob).digest())
+    return {"per_entry_seconds": t_each, "single_buffer_seconds": t_one}
+
+
+def step_costs(ledger: Any) -> list[tuple[str, float]]:
+    """Each step of verification over every row, timed alone (no profiler, results dropped)."""
+    import gc
+    import json
+
+    from immutrail.crypto.canonical import parse_canonical
+    from immutrail.ledger.event import Event, parse_entry
+    from immutrail.ledger.merkle import Frontier, leaf_hash
+    from immutrail.ledger.verify import check_row, time_us
+
+    store = ledger.store
+    t_read, rows = timed(lambda: list(store.entries()))
+    datas = [r.data for r in rows]
+    values = [json.loads(d) for d in datas]
+
+    def each(fn: Callable[[Any], Any], items: Sequence[Any]) -> float:
+        gc.collect()
+        t0 = time.perf_counter()
+        for x in items:
+            fn(x)
+        return time.perf_counter() - t0
+
+    def tree(_: Any) -> None:
+        f = Frontier.empty()
+        for r in rows:
+            f.append(r.leaf_hash)
+
+    def dumps_check(d: bytes) -> bool:
+        v = json.loads(d)
+        return (
+            json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() == d
+        )
+
+    return [
+        ("read rows: store.entries() (SELECT + EntryRow)", t_read),
+        ("leaf_hash(row.data) + compare", each(lambda r: leaf_hash(r.data) == r.leaf_hash, rows)),
+        ("check_row(row) (parse_entry + column/time compare)", each(check_row, rows)),
+        ("  parse_entry(row.data)", each(parse_entry, datas)),
+        ("    parse_canonical(row.data)", each(parse_canonical, datas)),
+        ("    Event.from_dict(value)", each(Event.from_dict, values)),
+        ("  time_us(event.time)", each(lambda v: time_us(v["time"]), values)),
+        ("Frontier.append(leaf) (tree recomputation)", each(tree, [None])),
+        ("for comparison: json.loads(row.data) (stdlib C parser)", each(json.loads, datas)),
+        ("for comparison: json.loads + json.dumps(sort_keys) == bytes", each(dumps_check, datas)),
+    ]
+
+
+def profile_verify(ledger: Any) -> dict[str, Any]:
+    _, stats = profile_call(ledger.verify)
+    total = stats.total_tt
+    comps = [
+        c
+        for c in components(stats, total, VERIFY_PARTS)
+        if c["seconds"] > 0 or c["part"].startswith("other")
+    ]
+    return {"total_s": total, "components": comps, "top": top_functions(stats, total, 15)}
+
+
+def run(
+    backend: str,
+    ledger: Any,
+    datas_loader: Callable[[], list[bytes]],
+    repeat: int,
+    read_and_hash: Callable[[], int] | None,
+) -> dict[str, Any]:
+    ver = verify_runs(ledger, repeat)
+    n = ver["entries"]
+    datas = datas_loader()
+    assert len(datas) == n
+    nbytes = sum(len(d) for d in datas)
+    hb = hash_baselines(datas, max(repeat, 3))
+    del datas
+    res: dict[str, Any] = {
+        "entries": n,
+        "entry_bytes": nbytes,
+        "verify": ver,
+        "verify_per_s": n / ver["seconds"],
+        "verify_mb_s": nbytes / ver["seconds"] / 1e6,
+        "hash_per_entry_per_s": n / hb["per_entry_seconds"],
+        "hash_per_entry_mb_s": nbytes / hb["per_entry_seconds"] / 1e6,
+        "hash_single_buffer_mb_s": nbytes / hb["single_buffer_seconds"] / 1e6,
+    }
+    rows = [
+        (
+            "hashlib.sha256 per entry, bytes in memory (baseline)",
+            res["hash_per_entry_per_s"],
+            res["hash_per_entry_mb_s"],
+            1.0,
+        ),
+        (
+            "hashlib.sha256 over one buffer (context)",
+            float("nan"),
+            res["hash_single_buffer_mb_s"],
+            float("nan"),
+        ),
+    ]
+    if read_and_hash is not None:
+        t_rh, _ = best_of(repeat, read_and_hash)
+        res["read_and_hash_per_s"] = n / t_rh
+        rows.append(
+            (
+                "read entry bytes from the DB + sha256 each (context)",
+                n / t_rh,
+                nbytes / t_rh / 1e6,
+                (n / t_rh) / res["hash_per_entry_per_s"],
+            )
+        )
+    res["ratio"] = res["verify_per_s"] / res["hash_per_entry_per_s"]
+    rows.append(("Ledger.verify()", res["verify_per_s"], res["verify_mb_s"], res["ratio"]))
+    print_table(
+        f"{backend}: full verification of {n:,} entries ({nbytes / 1e6:.1f} MB of entry bytes), "
+        f"best of {repeat}",
+        ("what", "entries/s", "MB/s", "vs per-entry hash"),
+        rows,
+    )
+    print(
+        f"   verify peak RSS {ver['peak_rss_mb']:.0f} MB "
+        f"(RSS before {ver['rss_before_mb']:.0f} MB), "
+        f"{ver['nodes']:,} stored nodes compared, {ver['checkpoints']} checkpoint(s)",
+        flush=True,
+    )
+
+    steps = step_costs(ledger)
+    res["steps"] = [{"step": s, "seconds": t, "us_per_entry": 1e6 * t / n} for s, t in steps]
+    print_table(
+        f"{backend}: cost of each verification step over all {n:,} rows (no profiler)",
+        ("step", "seconds", "us/entry", "% of verify"),
+        [(s, t, 1e6 * t / n, 100 * t / ver["seconds"]) for s, t in steps],
+    )
+    print(
+        "   (indented steps are parts of the step above them; 'for comparison' rows are not"
+        " part of verify)"
+    )
+    res["profile"] = profile_verify(ledger)
+    print_profile(
+        f"{backend}: cProfile of verify()", res["profile"]["components"], res["profile"]["top"]
+    )
+    res["targets"] = [
+        target(f"{backend}: verify / sha256-per-entry", res["ratio"], TARGET_RATIO, unit="x")
+    ]
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    ap.add_argument("--size", type=int, help="ledger size (default 200,000)")
+    ap.add_argument("--repeat", type=int, help="verify runs; the best is kept (default 2)")
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the cached SQLite ledger")
+    ap.add_argument("--no-pg", action="store_true", help="skip PostgreSQL even if available")
+    args = ap.parse_args(argv)
+    size = args.size or (20_000 if args.quick else 200_000)
+    repeat = args.repeat or (1 if args.quick else 2)
+    header("bench_ledger_verify", "full verification vs hashlib SHA-256", args.quick)
+    url_pg = None if args.no_pg else pg_url()
+    results: dict[str, Any] = {
+        "name": NAME,
+        "quick": args.quick,
+        "machine": machine_info(url_pg),
+        "params": {"size": size, "repeat": repeat},
+    }
+    ledger, db, built = cached_sqlite_ledger(size, args.rebuild)
+    results["sqlite_build"] = built or {"cached": True}
+
+    def sqlite_datas() -> list[bytes]:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return [r[0] for r in conn.execute("SELECT data FROM entries ORDER BY idx")]
+
+    def sqlite_read_and_hash() -> int:
+        sha256 = hashlib.sha256
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            n = 0
+            for (d,) in conn.execute("SELECT data FROM entries ORDER BY idx"):
+                sha256(d).digest()
+                n += 1
+            return n
+        finally:
+            conn.close()
+
+    try:
+        results["sqlite"] = run("sqlite", ledger, sqlite_datas, repeat, sqlite_read_and_hash)
+    finally:
+        ledger.close()
+    targets = list(results["sqlite"]["targets"])
+
+    if url_pg:
+        import psycopg
+
+        with scratch_dir("verify-pg") as d, pg_database(url_pg, "verify") as url:
+            print(f"   building a {size:,}-entry PostgreSQL ledger ...", flush=True)
+            ledger = new_ledger(d / "home", url)
+            results["postgres_build"] = build(ledger, size)
+            ledger.checkpoint()
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
+
+            def pg_datas() -> list[bytes]:
+                with psycopg.connect(url) as conn:
+                    return [
+                        bytes(r[0]) for r in conn.execute("SELECT data FROM entries ORDER BY idx")
+                    ]
+
+            try:
+                results["postgres"] = run("postgres", ledger, pg_datas, repeat, None)
+            finally:
+                ledger.close()
+        targets += results["postgres"]["targets"]
+    else:
+        pg_notice()
+
+    results["targets"] = targets
+    print_targets(targets)
+    write_json(NAME, results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
