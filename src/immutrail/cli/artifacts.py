@@ -279,3 +279,325 @@ def export(
         )
     else:
         stdout.print(f"exported {result.digest} to {result.path} ({result.blobs} blobs)")
+
+
+# -- push and pull (imports kept local: this section is appended independently of the rest) ----
+
+
+class _TransferBar:
+    """Draws push/pull progress, one step per blob, on stderr."""
+
+    def __init__(self, bar: Progress):
+        self.bar = bar
+        self.task: TaskID = bar.task_ids[0]
+
+    def blob_started(self, descriptor: Any, index: int, total: int) -> None:
+        self.bar.update(self.task, total=total, description=f"blob {descriptor.digest[7:19]}")
+
+    def blob_finished(self, descriptor: Any, transferred: bool) -> None:
+        self.bar.advance(self.task)
+
+
+TlsOption = Annotated[
+    bool,
+    typer.Option(
+        "--tls",
+        help="Use HTTPS even for a loopback registry (others always get HTTPS).",
+    ),
+]
+NoReferrersOption = Annotated[
+    bool,
+    typer.Option("--no-referrers", help="Leave out the attached SBOM, provenance, signatures."),
+]
+
+
+@app.command()
+def push(
+    ref: Annotated[str, typer.Argument(help="The image in the store: a digest (sha256:…) or tag.")],
+    target: Annotated[
+        str, typer.Argument(help="Where to: REGISTRY[:PORT]/REPO[:TAG], e.g. 127.0.0.1:5000/app:1")
+    ],
+    no_referrers: NoReferrersOption = False,
+    tls: TlsOption = False,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Push an image and its attached artifacts to an OCI registry; record it in the ledger.
+
+    Credentials, when the registry wants them: IMMUTRAIL_REGISTRY_USERNAME and
+    IMMUTRAIL_REGISTRY_PASSWORD. Exit 1 when the registry stored other bytes than ours, 3 when
+    it cannot be reached or refuses.
+    """
+    from immutrail.artifacts.registry import Credentials
+    from immutrail.artifacts.registry import push as push_image
+    from immutrail.ledger.home import open_ledger
+
+    with artifact_errors():
+        store = _open_store(home)
+        credentials = Credentials.from_env()
+        ledger = open_ledger(home, db)
+        try:
+            with progress("pushing", None) as bar:
+                result = push_image(
+                    store,
+                    ref,
+                    target,
+                    include_referrers=not no_referrers,
+                    ledger=ledger,
+                    actor=actor or default_actor(),
+                    plain_http=False if tls else None,
+                    credentials=credentials,
+                    observer=_TransferBar(bar),
+                )
+        finally:
+            ledger.close()
+    if fmt is Format.json:
+        emit_json(
+            {
+                "digest": result.digest,
+                "reference": result.reference,
+                "tag": result.tag,
+                "blobs_uploaded": result.blobs_uploaded,
+                "blobs_present": result.blobs_present,
+                "bytes_uploaded": result.bytes_uploaded,
+                "referrers": list(result.referrers),
+                "referrers_method": result.referrers_method,
+                "ledger_index": result.ledger_index,
+            }
+        )
+        return
+    stdout.print(f"pushed {result.digest}")
+    stdout.print(f"  to        {result.reference}", markup=False)
+    stdout.print(
+        f"  blobs     {result.blobs_uploaded} sent ({result.bytes_uploaded} B), "
+        f"{result.blobs_present} already there"
+    )
+    method = f" via {result.referrers_method}" if result.referrers_method else ""
+    stdout.print(f"  referrers {len(result.referrers)}{method}")
+    stdout.print(f"  ledger    entry {result.ledger_index}")
+
+
+@app.command()
+def pull(
+    source: Annotated[
+        str, typer.Argument(help="REGISTRY[:PORT]/REPO@sha256:… or REGISTRY[:PORT]/REPO:TAG")
+    ],
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Name the image in the store (immutable).")
+    ] = None,
+    no_referrers: NoReferrersOption = False,
+    tls: TlsOption = False,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Pull an image and its attached artifacts into the store, every byte verified; record it.
+
+    Exit 1 when anything the registry sent does not match its digest (nothing is stored), 2 for
+    a bad reference or an unknown image, 3 when the registry cannot be reached or refuses.
+    """
+    from immutrail.artifacts.registry import Credentials
+    from immutrail.artifacts.registry import pull as pull_image
+    from immutrail.ledger.home import open_ledger
+
+    with artifact_errors():
+        credentials = Credentials.from_env()
+        ledger = open_ledger(home, db)
+        try:
+            store = Store.for_home(home, create=True)
+            with progress("pulling", None) as bar:
+                result = pull_image(
+                    store,
+                    source,
+                    tag=tag,
+                    include_referrers=not no_referrers,
+                    ledger=ledger,
+                    actor=actor or default_actor(),
+                    plain_http=False if tls else None,
+                    credentials=credentials,
+                    observer=_TransferBar(bar),
+                )
+        finally:
+            ledger.close()
+    if fmt is Format.json:
+        emit_json(
+            {
+                "digest": result.digest,
+                "reference": result.reference,
+                "media_type": result.media_type,
+                "tag": result.tag,
+                "blobs_fetched": result.blobs_fetched,
+                "blobs_present": result.blobs_present,
+                "bytes_fetched": result.bytes_fetched,
+                "referrers": list(result.referrers),
+                "referrers_method": result.referrers_method,
+                "ledger_index": result.ledger_index,
+            }
+        )
+        return
+    stdout.print(f"pulled {result.digest}")
+    stdout.print(f"  from      {result.reference}", markup=False)
+    stdout.print(f"  tag       {result.tag or '(none)'}")
+    stdout.print(
+        f"  blobs     {result.blobs_fetched} fetched ({result.bytes_fetched} B), "
+        f"{result.blobs_present} already here"
+    )
+    method = f" via {result.referrers_method}" if result.referrers_method else ""
+    stdout.print(f"  referrers {len(result.referrers)}{method}")
+    stdout.print(f"  ledger    entry {result.ledger_index}")
+
+
+# -- import and rebuild-verify (imports kept local: this section is appended independently) -----
+
+
+@app.command("import")
+def import_(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="An OCI image layout folder, an OCI layout tar (optionally gzip), or a "
+            "`docker save` archive."
+        ),
+    ],
+    attestation: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--attestation",
+            help="A DSSE envelope, in-toto statement or Sigstore bundle about the image "
+            "(repeatable); attached as a referrer.",
+        ),
+    ] = None,
+    key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--key",
+            help="A public key (PEM); every DSSE envelope must be signed by one of them "
+            "(repeatable).",
+        ),
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Name the image in the store (immutable).")
+    ] = None,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Import an image made elsewhere, every blob and layer checked first; record it.
+
+    Exit 2, with nothing written to the store or the ledger, for anything wrong with the input:
+    a blob that does not match its digest, missing blobs, media types that are not image types,
+    unsafe archive or layer entries (.., absolute paths, escaping links, devices, duplicates),
+    oversized or truncated input, an attestation about another image or with a bad signature.
+    Sigstore bundles are attached and recorded as unverified (verifying them needs sigstore).
+    """
+    from immutrail.artifacts.importer import import_image
+
+    with artifact_errors():
+        result = import_image(
+            path,
+            home,
+            attestations=attestation or [],
+            keys=key or [],
+            tag=tag,
+            actor=actor or default_actor(),
+            db=db,
+        )
+    if fmt is Format.json:
+        emit_json(
+            {
+                "digest": result.digest,
+                "media_type": result.media_type,
+                "source_kind": result.source_kind,
+                "source_digest": result.source_digest,
+                "tag": result.tag,
+                "source_tags": list(result.source_tags),
+                "manifests": list(result.manifests),
+                "attachments": [
+                    {"digest": d.digest, "artifact_type": d.artifact_type}
+                    for d in result.attachments
+                ],
+                "attestations": [a.to_dict() for a in result.attestations],
+                "warnings": [w.to_dict() for w in result.warnings],
+                "blobs": result.blobs,
+                "size": result.size,
+                "ledger_index": result.ledger_index,
+            }
+        )
+        return
+    stdout.print(f"imported {result.digest} ({result.source_kind})")
+    stdout.print(f"  tag         {result.tag or '(none)'}")
+    for manifest in result.manifests:
+        if manifest != result.digest:
+            stdout.print(f"  manifest    {manifest}")
+    stdout.print(f"  blobs       {result.blobs} ({result.size} B)")
+    for attached in result.attachments:
+        stdout.print(f"  attached    {attached.artifact_type}  {attached.digest}", markup=False)
+    for item in result.attestations:
+        state = item.verification if item.verified else item.verification.upper()
+        stdout.print(
+            f"  attestation {Path(item.parsed.source).name}: {item.parsed.predicate_type} "
+            f"about {item.subject.digest}: {state}",
+            markup=False,
+        )
+    for warning in result.warnings:
+        stdout.print(f"  warning     {warning.message()}", markup=False)
+    stdout.print(f"  ledger      entry {result.ledger_index}")
+
+
+def rebuild_verify(
+    digest: Annotated[str, typer.Argument(help="The image to rebuild (sha256:…).")],
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            "--repo",
+            help="Where to fetch the recorded commit from [default: the recorded repository "
+            "URL, else the source named in the image's provenance].",
+            show_default=False,
+        ),
+    ] = None,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Rebuild an image from its recorded commit in a temporary folder and compare digests.
+
+    The result is recorded in the ledger (artifact.rebuild-verified) either way. Exit 0 when the
+    rebuild gives the same digest, 1 when it does not (the differing parts are listed).
+    """
+    from immutrail.artifacts.rebuild import rebuild_verify as rebuild
+
+    with artifact_errors():
+        result = rebuild(digest, home, repo=repo, actor=actor or default_actor(), db=db)
+    if fmt is Format.json:
+        emit_json(
+            {
+                "digest": result.digest,
+                "rebuilt_digest": result.rebuilt_digest,
+                "reproducible": result.reproducible,
+                "commit": result.commit,
+                "definition": result.definition,
+                "source": result.source,
+                "dirty": result.dirty,
+                "built_event": result.built_event,
+                "differences": [d.to_dict() for d in result.differences],
+                "ledger_index": result.ledger_index,
+            }
+        )
+    else:
+        verdict = "reproducible" if result.reproducible else "NOT reproducible"
+        stdout.print(f"{verdict}: {result.digest}")
+        stdout.print(f"  rebuilt     {result.rebuilt_digest}")
+        stdout.print(f"  commit      {result.commit} ({result.definition})", markup=False)
+        stdout.print(f"  source      {result.source}", markup=False)
+        if result.dirty:
+            stdout.print("  note        built from a dirty work tree: the commit lacks its inputs")
+        for difference in result.differences:
+            stdout.print(f"  differs     {difference.detail}", markup=False)
+        stdout.print(f"  ledger      entry {result.ledger_index}")
+    if not result.reproducible:
+        raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))

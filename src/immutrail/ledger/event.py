@@ -15,7 +15,6 @@ import binascii
 import os
 import re
 import time as _time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +42,7 @@ EVENT_PAYLOAD_TYPE = "application/vnd.immutrail.event.v1+json"
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_-]*(?:\.[a-z][a-z0-9_-]*)+")
 _ACTOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,255}")
 _KEYID_RE = re.compile(r"[0-9a-f]{64}")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _RFC3339_RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})"
@@ -193,7 +193,10 @@ class Event:
             )
         stamp = data.get("time")
         try:
-            stamp = now() if stamp is None else normalize_time(stamp)
+            if stamp is None:
+                stamp = now()
+            elif not _is_normalized_time(stamp):
+                stamp = normalize_time(stamp)
         except EventFormatError as exc:
             raise EventFormatError(str(exc).split(": ", 1)[-1], field="time", line=line) from None
         signature = data.get("signature")
@@ -262,12 +265,21 @@ def parse_entry(data: bytes) -> Event:
 
 
 def _is_canonical_uuid(value: object) -> bool:
-    if not isinstance(value, str):
+    """Exactly the spelling ``str(uuid.UUID(...))`` gives: 8-4-4-4-12 lower-case hex digits."""
+    return isinstance(value, str) and _UUID_RE.fullmatch(value) is not None
+
+
+def _is_normalized_time(value: object) -> bool:
+    """Already in the one spelling :func:`format_time` gives (every stored event's time)."""
+    if not isinstance(value, str) or not _NORMALIZED_RE.fullmatch(value):
+        return False
+    if value.endswith(".000000Z"):
         return False
     try:
-        return str(uuid.UUID(value)) == value
+        datetime.fromisoformat(value[:-1])
     except ValueError:
         return False
+    return True
 
 
 def _check_signature(signature: object, line: int | None) -> None:

@@ -162,40 +162,54 @@ class Ledger:
 
     # -- proofs --------------------------------------------------------------------------------
 
-    def _size(self, size: int | None) -> int:
-        current = self.store.head().size
+    def _head_and_size(self, size: int | None) -> tuple[TreeHead, int]:
+        head = self.store.head()
         if size is None:
-            return current
-        if not 0 <= size <= current:
-            raise LedgerInputError(f"size {size} is out of range: the ledger holds {current}")
-        return size
+            return head, head.size
+        if not 0 <= size <= head.size:
+            raise LedgerInputError(f"size {size} is out of range: the ledger holds {head.size}")
+        return head, size
+
+    def _hashes(self, head: TreeHead, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """Hashes of leaf ranges in one storage round trip; the current root from the head."""
+        wanted = [r for r in ranges if r != (0, head.size)]
+        try:
+            got = iter(merkle.range_hashes(wanted, self.store.nodes))
+        except LookupError as exc:
+            raise StorageError(f"{exc}; run `ledger verify`") from exc
+        return [head.root if r == (0, head.size) else next(got) for r in ranges]
 
     def root(self, size: int | None = None) -> bytes:
-        return merkle.root(self._size(size), self.store.nodes)
+        head, tree_size = self._head_and_size(size)
+        return self._hashes(head, [(0, tree_size)])[0] if tree_size else merkle.EMPTY_ROOT
 
     def inclusion_proof(self, index: int, size: int | None = None) -> InclusionProof:
-        tree_size = self._size(size)
+        head, tree_size = self._head_and_size(size)
         if not 0 <= index < tree_size:
             raise LedgerInputError(f"index {index} is not in a tree of size {tree_size}")
-        leaf = self.store.nodes([(0, index)]).get((0, index))
-        if leaf is None:
-            raise StorageError(f"entry {index} is missing from storage; run `ledger verify`")
-        path = merkle.inclusion_proof(index, tree_size, self.store.nodes)
-        root = merkle.root(tree_size, self.store.nodes)
-        return InclusionProof(index, tree_size, leaf, root, tuple(path))
+        path = merkle.inclusion_ranges(index, tree_size)
+        leaf, root, *hashes = self._hashes(head, [(index, index + 1), (0, tree_size), *path])
+        proof = InclusionProof(index, tree_size, leaf, root, tuple(hashes))
+        try:  # a self-check: damaged storage yields an error here, never a wrong proof
+            merkle.verify_inclusion(index, tree_size, leaf, proof.proof, root)
+        except merkle.ProofError as exc:
+            raise StorageError(f"stored tree nodes disagree ({exc}); run `ledger verify`") from exc
+        return proof
 
     def consistency_proof(self, old_size: int, new_size: int) -> ConsistencyProof:
-        new = self._size(new_size)
+        head, new = self._head_and_size(new_size)
         if not 0 <= old_size <= new:
             raise LedgerInputError(f"old size {old_size} must be between 0 and {new}")
-        path = merkle.consistency_proof(old_size, new, self.store.nodes)
-        return ConsistencyProof(
-            old_size,
-            new,
-            merkle.root(old_size, self.store.nodes),
-            merkle.root(new, self.store.nodes),
-            tuple(path),
-        )
+        if old_size == 0:
+            return ConsistencyProof(0, new, merkle.EMPTY_ROOT, self.root(new), ())
+        path = merkle.consistency_ranges(old_size, new)
+        old_root, new_root, *hashes = self._hashes(head, [(0, old_size), (0, new), *path])
+        proof = ConsistencyProof(old_size, new, old_root, new_root, tuple(hashes))
+        try:
+            merkle.verify_consistency(old_size, new, old_root, new_root, proof.proof)
+        except merkle.ProofError as exc:
+            raise StorageError(f"stored tree nodes disagree ({exc}); run `ledger verify`") from exc
+        return proof
 
     def tlog_proof(self, index: int, size: int | None = None) -> TlogProof:
         """The C2SP tlog-proof of an entry against a stored checkpoint (``size`` or the latest)."""

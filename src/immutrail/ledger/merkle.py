@@ -70,7 +70,8 @@ def fold(hashes: Sequence[bytes]) -> bytes:
     return acc
 
 
-def _range_hashes(ranges: Sequence[tuple[int, int]], fetch: NodeFetcher) -> list[bytes]:
+def range_hashes(ranges: Sequence[tuple[int, int]], fetch: NodeFetcher) -> list[bytes]:
+    """MTH of each leaf range, with one call of ``fetch`` for all of them."""
     plans = [perfect_subtrees(a, b) for a, b in ranges]
     wanted = sorted({key for plan in plans for key in plan})
     got = fetch(wanted)
@@ -84,7 +85,7 @@ def root(size: int, fetch: NodeFetcher) -> bytes:
     """MTH of the first ``size`` leaves, from stored perfect subtrees."""
     if size == 0:
         return EMPTY_ROOT
-    return _range_hashes([(0, size)], fetch)[0]
+    return range_hashes([(0, size)], fetch)[0]
 
 
 def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
@@ -131,11 +132,11 @@ def consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
 
 
 def inclusion_proof(index: int, size: int, fetch: NodeFetcher) -> list[bytes]:
-    return _range_hashes(inclusion_ranges(index, size), fetch)
+    return range_hashes(inclusion_ranges(index, size), fetch)
 
 
 def consistency_proof(old_size: int, new_size: int, fetch: NodeFetcher) -> list[bytes]:
-    return _range_hashes(consistency_ranges(old_size, new_size), fetch)
+    return range_hashes(consistency_ranges(old_size, new_size), fetch)
 
 
 def root_from_inclusion_proof(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:

@@ -262,19 +262,19 @@ class PostgresStore:
                 remaining -= len(rows)
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
-        out: dict[NodeKey, bytes] = {}
+        # One statement for leaves and inner nodes: a proof is one round trip.
         leaves = [index for level, index in keys if level == 0]
         inner = {node_key(level, index): (level, index) for level, index in keys if level}
-        if leaves:
-            for idx, h in self._conn.execute(
-                "SELECT idx, leaf_hash FROM entries WHERE idx = ANY(%s)", (leaves,)
-            ):
-                out[(0, idx)] = bytes(h)
-        if inner:
-            for k, h in self._conn.execute(
-                "SELECT k, hash FROM nodes WHERE k = ANY(%s)", (list(inner),)
-            ):
-                out[inner[k]] = bytes(h)
+        out: dict[NodeKey, bytes] = {}
+        if not keys:
+            return out
+        rows = self._conn.execute(
+            "SELECT 0, idx, leaf_hash FROM entries WHERE idx = ANY(%s) "
+            "UNION ALL SELECT 1, k, hash FROM nodes WHERE k = ANY(%s)",
+            (leaves, list(inner)),
+        )
+        for is_inner, k, h in rows:
+            out[inner[k] if is_inner else (0, k)] = bytes(h)
         return out
 
     def node_range(self, level: int, start: int, stop: int) -> Mapping[int, bytes]:
