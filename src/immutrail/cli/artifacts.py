@@ -326,9 +326,9 @@ def push(
 ) -> None:
     """Push an image and its attached artifacts to an OCI registry; record it in the ledger.
 
-    Credentials, when the registry wants them: IMMUTRAIL_REGISTRY_USERNAME and
-    IMMUTRAIL_REGISTRY_PASSWORD. Exit 1 when the registry stored other bytes than ours, 3 when
-    it cannot be reached or refuses.
+    Credentials, if the registry wants them: IMMUTRAIL_REGISTRY_USERNAME, _PASSWORD.
+
+    Exit 1: the registry stored other bytes than ours; 3: unreachable or refused.
     """
     from immutrail.artifacts.registry import Credentials
     from immutrail.artifacts.registry import push as push_image
@@ -396,8 +396,9 @@ def pull(
 ) -> None:
     """Pull an image and its attached artifacts into the store, every byte verified; record it.
 
-    Exit 1 when anything the registry sent does not match its digest (nothing is stored), 2 for
-    a bad reference or an unknown image, 3 when the registry cannot be reached or refuses.
+    Exit 1: something sent does not match its digest (nothing is stored).
+
+    Exit 2: a bad reference or an unknown image; 3: unreachable or refused.
     """
     from immutrail.artifacts.registry import Credentials
     from immutrail.artifacts.registry import pull as pull_image
@@ -466,6 +467,7 @@ def import_(
         list[Path] | None,
         typer.Option(
             "--attestation",
+            metavar="FILE",
             help="A DSSE envelope, in-toto statement or Sigstore bundle about the image "
             "(repeatable); attached as a referrer.",
         ),
@@ -474,6 +476,7 @@ def import_(
         list[Path] | None,
         typer.Option(
             "--key",
+            metavar="PEM",
             help="A public key (PEM); every DSSE envelope must be signed by one of them "
             "(repeatable).",
         ),

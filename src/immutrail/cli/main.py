@@ -35,6 +35,7 @@ app = typer.Typer(
 app.add_typer(ledger_cli.app, name="ledger")
 app.add_typer(artifacts_cli.app, name="artifact")
 app.command("build")(artifacts_cli.build)
+app.command("rebuild-verify")(artifacts_cli.rebuild_verify)
 app.command("demo")(demo_cli.demo)
 
 
