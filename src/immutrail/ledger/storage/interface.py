@@ -8,10 +8,10 @@ append survives a crash.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 NodeKey = tuple[int, int]
 
@@ -75,6 +75,50 @@ class EntryFilter:
     until_us: int | None = None
     start: int = 0
     limit: int | None = None
+
+
+ENTRY_COLUMNS = "idx, id, type, actor, subject, time_us, data, leaf_hash"
+QUERY_CHUNK = 2000
+
+RowFetcher = Callable[[str, Sequence[object]], Sequence[Sequence[Any]]]
+"""Runs one SELECT with bound values and returns all its rows (a backend's cursor call)."""
+
+
+def row_to_entry(r: Sequence[Any]) -> EntryRow:
+    return EntryRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
+
+
+def paginate(flt: EntryFilter, fetch: RowFetcher, mark: str) -> Iterator[EntryRow]:
+    """Entries matching ``flt`` in index order, in keyset-paginated chunks.
+
+    Each chunk is one short read, so a long listing never holds a snapshot (or pins the SQLite
+    WAL) for long. ``mark`` is the backend's placeholder (``?`` or ``%s``).
+    """
+    where, args = [f"idx >= {mark}"], list[object]([flt.start])
+    for column, value in (("type", flt.type), ("subject", flt.subject), ("actor", flt.actor)):
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            args.append(value)
+    if flt.since_us is not None:
+        where.append(f"time_us >= {mark}")
+        args.append(flt.since_us)
+    if flt.until_us is not None:
+        where.append(f"time_us <= {mark}")
+        args.append(flt.until_us)
+    sql = (
+        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE {' AND '.join(where)} ORDER BY idx LIMIT {mark}"
+    )
+    remaining = flt.limit
+    while remaining is None or remaining > 0:
+        take = QUERY_CHUNK if remaining is None else min(QUERY_CHUNK, remaining)
+        rows = fetch(sql, (*args, take))
+        for r in rows:
+            yield row_to_entry(r)
+        if len(rows) < take:
+            return
+        args[0] = rows[-1][0] + 1
+        if remaining is not None:
+            remaining -= len(rows)
 
 
 class AppendWriter(Protocol):

@@ -18,16 +18,18 @@ from psycopg import errors as pg_errors
 from ..errors import DuplicateEventError, NotInitializedError, StorageError
 from ..merkle import EMPTY_ROOT
 from .interface import (
+    ENTRY_COLUMNS,
     EntryFilter,
     EntryRow,
     NodeKey,
     StoredCheckpoint,
     TreeHead,
     node_key,
+    paginate,
     redact_url,
+    row_to_entry,
 )
 
-_CHUNK = 2000
 _MIGRATION_LOCK = 0x1A4D_7E11  # advisory lock id: one migrator at a time
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -76,12 +78,6 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     ),
 ]
 
-_ENTRY_COLUMNS = "idx, id, type, actor, subject, time_us, data, leaf_hash"
-
-
-def _row(r: Sequence[Any]) -> EntryRow:
-    return EntryRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
-
 
 def _normalize(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -102,7 +98,7 @@ class PostgresWriter:
         new_head: TreeHead,
     ) -> None:
         with self._conn.cursor() as cur:
-            with cur.copy(f"COPY entries ({_ENTRY_COLUMNS}) FROM STDIN") as copy:
+            with cur.copy(f"COPY entries ({ENTRY_COLUMNS}) FROM STDIN") as copy:
                 for e in entries:
                     copy.write_row(
                         (e.index, e.id, e.type, e.actor, e.subject, e.time_us, e.data, e.leaf_hash)
@@ -216,9 +212,9 @@ class PostgresStore:
 
     def entry(self, index: int) -> EntryRow | None:
         row = self._conn.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE idx = %s", (index,)
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx = %s", (index,)
         ).fetchone()
-        return None if row is None else _row(row)
+        return None if row is None else row_to_entry(row)
 
     def index_of(self, event_id: str) -> int | None:
         row = self._conn.execute("SELECT idx FROM entries WHERE id = %s", (event_id,)).fetchone()
@@ -234,32 +230,7 @@ class PostgresStore:
         return self.query(EntryFilter(start=start, limit=None if stop is None else stop - start))
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
-        where, args = ["idx >= %s"], list[object]([flt.start])
-        for column, value in (("type", flt.type), ("subject", flt.subject), ("actor", flt.actor)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if flt.since_us is not None:
-            where.append("time_us >= %s")
-            args.append(flt.since_us)
-        if flt.until_us is not None:
-            where.append("time_us <= %s")
-            args.append(flt.until_us)
-        remaining = flt.limit
-        while remaining is None or remaining > 0:
-            take = _CHUNK if remaining is None else min(_CHUNK, remaining)
-            rows = self._conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {' AND '.join(where)} "
-                "ORDER BY idx LIMIT %s",
-                (*args, take),
-            ).fetchall()
-            for r in rows:
-                yield _row(r)
-            if len(rows) < take:
-                return
-            args[0] = rows[-1][0] + 1
-            if remaining is not None:
-                remaining -= len(rows)
+        return paginate(flt, lambda sql, args: self._conn.execute(sql, args).fetchall(), "%s")
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
         # One statement for leaves and inner nodes: a proof is one round trip.

@@ -12,20 +12,20 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from ..errors import DuplicateEventError, NotInitializedError, StorageError
 from ..merkle import EMPTY_ROOT
 from .interface import (
+    ENTRY_COLUMNS,
     EntryFilter,
     EntryRow,
     NodeKey,
     StoredCheckpoint,
     TreeHead,
     node_key,
+    paginate,
+    row_to_entry,
 )
-
-_CHUNK = 2000
 
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -77,12 +77,6 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
 ]
 
-_ENTRY_COLUMNS = "idx, id, type, actor, subject, time_us, data, leaf_hash"
-
-
-def _row(r: Sequence[Any]) -> EntryRow:
-    return EntryRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
-
 
 class SqliteWriter:
     def __init__(self, conn: sqlite3.Connection):
@@ -98,7 +92,7 @@ class SqliteWriter:
         new_head: TreeHead,
     ) -> None:
         self._conn.executemany(
-            f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (e.index, e.id, e.type, e.actor, e.subject, e.time_us, e.data, e.leaf_hash)
                 for e in entries
@@ -254,9 +248,9 @@ class SqliteStore:
 
     def entry(self, index: int) -> EntryRow | None:
         row = self._conn.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE idx = ?", (index,)
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx = ?", (index,)
         ).fetchone()
-        return None if row is None else _row(row)
+        return None if row is None else row_to_entry(row)
 
     def index_of(self, event_id: str) -> int | None:
         row = self._conn.execute("SELECT idx FROM entries WHERE id = ?", (event_id,)).fetchone()
@@ -277,33 +271,7 @@ class SqliteStore:
         return self.query(EntryFilter(start=start, limit=None if stop is None else stop - start))
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
-        where, args = ["idx >= ?"], list[object]([flt.start])
-        for column, value in (("type", flt.type), ("subject", flt.subject), ("actor", flt.actor)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if flt.since_us is not None:
-            where.append("time_us >= ?")
-            args.append(flt.since_us)
-        if flt.until_us is not None:
-            where.append("time_us <= ?")
-            args.append(flt.until_us)
-        remaining = flt.limit
-        # Keyset pagination: each chunk is a short read, so a long listing never pins the WAL.
-        while remaining is None or remaining > 0:
-            take = _CHUNK if remaining is None else min(_CHUNK, remaining)
-            rows = self._conn.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {' AND '.join(where)} "
-                "ORDER BY idx LIMIT ?",
-                (*args, take),
-            ).fetchall()
-            for r in rows:
-                yield _row(r)
-            if len(rows) < take:
-                return
-            args[0] = rows[-1][0] + 1
-            if remaining is not None:
-                remaining -= len(rows)
+        return paginate(flt, lambda sql, args: self._conn.execute(sql, args).fetchall(), "?")
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
         leaves = [index for level, index in keys if level == 0]
