@@ -110,11 +110,14 @@ def _dict_ok(value: dict[Any, Any], depth: int) -> bool:
     if depth > MAX_DEPTH:
         raise CanonicalizationError(f"nested deeper than {MAX_DEPTH} levels")
     fast = True
+    leaf_types = _LEAF_TYPES
     for key, item in value.items():
-        _check_key(key)
-        if not key.isascii() and max(key) >= _SURROGATE_START:
-            fast = False  # UTF-16 order differs from code-point order from here on
-        if type(item) not in _LEAF_TYPES and not _fast_path_ok(item, depth):
+        # ASCII str keys (nearly all) need no closer look; the test is inline for speed.
+        if type(key) is not str or not key.isascii():
+            _check_key(key)
+            if not key.isascii() and max(key) >= _SURROGATE_START:
+                fast = False  # UTF-16 order differs from code-point order from here on
+        if type(item) not in leaf_types and not _fast_path_ok(item, depth):
             fast = False
     return fast
 
