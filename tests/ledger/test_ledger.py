@@ -205,3 +205,24 @@ def test_oversized_events_are_refused(ledger: Ledger) -> None:
     with pytest.raises(EventFormatError, match="limit"):
         ledger.append(Event.create("report.attached", "scanner:osv", "img:a", {"x": "a" * 70000}))
     assert ledger.head().size == 0
+
+
+def test_subject_index_catches_up_on_query_and_is_checked_by_verify(tmp_path: Path) -> None:
+    import sqlite3
+
+    led, _ = init_ledger(tmp_path / "home")
+    led.append_batch(built(30))
+    first = [r.index for r in led.entries(EntryFilter(subject=f"{DIGEST[:-4]}{7:04x}"))]
+    led.append_batch(built(5))  # same subjects again: the index must catch up at the next query
+    again = [r.index for r in led.entries(EntryFilter(subject=f"{DIGEST[:-4]}{3:04x}"))]
+    assert (first, again) == ([7], [3, 33])
+    assert led.verify().ok
+    led.close()
+    conn = sqlite3.connect(tmp_path / "home" / "ledger.db")
+    conn.execute("UPDATE subject_index SET subject = 'sha256:forged' WHERE idx = 12")
+    conn.commit()
+    conn.close()
+    tampered = open_ledger(tmp_path / "home")
+    report = tampered.verify()
+    tampered.close()
+    assert [(p.where, p.index) for p in report.problems] == [("subject index", 12)]

@@ -243,6 +243,8 @@ def verify_store(
     if observer is not None:
         observer(frontier.size, head.size)
 
+    for message, bad_index in store.check_subject_index():
+        report.problems.append(Problem("subject index", message, bad_index))
     expected_nodes = frontier.size - frontier.size.bit_count()
     stored_count = store.count_nodes()
     if stored_count != expected_nodes:

@@ -78,6 +78,15 @@ class EntryFilter:
 
 
 ENTRY_COLUMNS = "idx, id, type, actor, subject, time_us, data, leaf_hash"
+SUBJECT_INDEXED = "subject_indexed"
+"""Meta key: entries below this index are in ``subject_index``.
+
+Subjects are digests, random by nature: a B-tree index on them dirties one page per appended row
+and cut appends to a tenth of the raw insert rate (BENCHMARKS.md). So the subject index is
+derived: brought up to date, sorted, in one go, by the first query that filters on a subject,
+and checked against the entries by verification.
+"""
+SUBJECT_CATCH_UP_CHUNK = 100_000
 QUERY_CHUNK = 2000
 
 RowFetcher = Callable[[str, Sequence[object]], Sequence[Sequence[Any]]]
@@ -95,10 +104,13 @@ def paginate(flt: EntryFilter, fetch: RowFetcher, mark: str) -> Iterator[EntryRo
     WAL) for long. ``mark`` is the backend's placeholder (``?`` or ``%s``).
     """
     where, args = [f"idx >= {mark}"], list[object]([flt.start])
-    for column, value in (("type", flt.type), ("subject", flt.subject), ("actor", flt.actor)):
+    for column, value in (("type", flt.type), ("actor", flt.actor)):
         if value is not None:
             where.append(f"{column} = {mark}")
             args.append(value)
+    if flt.subject is not None:  # through the derived index; the caller brought it up to date
+        where.append(f"idx IN (SELECT idx FROM subject_index WHERE subject = {mark})")
+        args.append(flt.subject)
     if flt.since_us is not None:
         where.append(f"time_us >= {mark}")
         args.append(flt.since_us)
@@ -169,6 +181,10 @@ class LedgerStore(Protocol):
         ...
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]: ...
+
+    def check_subject_index(self) -> list[tuple[str, int | None]]:
+        """Where the derived subject index disagrees with the entries: (message, entry index)."""
+        ...
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
         """Stored hashes of perfect subtrees; level 0 answers from the entries' leaf hashes."""

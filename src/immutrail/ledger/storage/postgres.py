@@ -19,6 +19,8 @@ from ..errors import DuplicateEventError, NotInitializedError, StorageError
 from ..merkle import EMPTY_ROOT
 from .interface import (
     ENTRY_COLUMNS,
+    SUBJECT_CATCH_UP_CHUNK,
+    SUBJECT_INDEXED,
     EntryFilter,
     EntryRow,
     NodeKey,
@@ -74,6 +76,19 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                FOR EACH STATEMENT EXECUTE FUNCTION immutrail_append_only()""",
             """CREATE TRIGGER checkpoints_append_only BEFORE UPDATE OR DELETE OR TRUNCATE
                ON checkpoints FOR EACH STATEMENT EXECUTE FUNCTION immutrail_append_only()""",
+        ],
+    ),
+    (
+        2,
+        [
+            "DROP INDEX entries_subject",
+            """CREATE TABLE subject_index (
+                subject TEXT NOT NULL,
+                idx BIGINT NOT NULL,
+                PRIMARY KEY (subject, idx)
+            )""",
+            "INSERT INTO subject_index SELECT subject, idx FROM entries ORDER BY subject, idx",
+            f"INSERT INTO meta VALUES ('{SUBJECT_INDEXED}', (SELECT count(*) FROM entries))",
         ],
     ),
 ]
@@ -229,7 +244,50 @@ class PostgresStore:
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[EntryRow]:
         return self.query(EntryFilter(start=start, limit=None if stop is None else stop - start))
 
+    def index_subjects(self) -> None:
+        """Bring the derived subject index up to the tree head, sorted, in one transaction."""
+        size = self.head().size
+        if int(self.get_meta(SUBJECT_INDEXED) or 0) >= size:
+            return
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM tree_head WHERE one = 1 FOR UPDATE")  # one indexer
+            cur.execute("SELECT value FROM meta WHERE key = %s", (SUBJECT_INDEXED,))
+            row = cur.fetchone()
+            upto = int(row[0]) if row else 0
+            while True:
+                cur.execute(
+                    "SELECT subject, idx FROM entries WHERE idx >= %s ORDER BY idx LIMIT %s",
+                    (upto, SUBJECT_CATCH_UP_CHUNK),
+                )
+                rows = cur.fetchall()
+                if not rows:
+                    break
+                upto = rows[-1][1] + 1
+                rows.sort()
+                with cur.copy("COPY subject_index (subject, idx) FROM STDIN") as copy:
+                    for subject_row in rows:
+                        copy.write_row(subject_row)
+            cur.execute("UPDATE meta SET value = %s WHERE key = %s", (str(upto), SUBJECT_INDEXED))
+
+    def check_subject_index(self) -> list[tuple[str, int | None]]:
+        upto = int(self.get_meta(SUBJECT_INDEXED) or 0)
+        problems: list[tuple[str, int | None]] = []
+        for (idx,) in self._conn.execute(
+            "SELECT s.idx FROM subject_index s LEFT JOIN entries e ON e.idx = s.idx "
+            "WHERE e.idx IS NULL OR e.subject IS DISTINCT FROM s.subject OR s.idx >= %s "
+            "ORDER BY s.idx LIMIT 5",
+            (upto,),
+        ):
+            problems.append((f"names entry {idx} under a subject it does not have", idx))
+        row = self._conn.execute("SELECT count(*) FROM subject_index").fetchone()
+        count = int(row[0]) if row else 0
+        if count != upto:
+            problems.append((f"holds {count} rows for {upto} indexed entries", None))
+        return problems
+
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
+        if flt.subject is not None:
+            self.index_subjects()
         return paginate(flt, lambda sql, args: self._conn.execute(sql, args).fetchall(), "%s")
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:

@@ -17,6 +17,8 @@ from ..errors import DuplicateEventError, NotInitializedError, StorageError
 from ..merkle import EMPTY_ROOT
 from .interface import (
     ENTRY_COLUMNS,
+    SUBJECT_CATCH_UP_CHUNK,
+    SUBJECT_INDEXED,
     EntryFilter,
     EntryRow,
     NodeKey,
@@ -73,6 +75,19 @@ MIGRATIONS: list[tuple[int, str]] = [
             BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
         CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
             BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+        """,
+    ),
+    (
+        2,
+        f"""
+        DROP INDEX entries_subject;
+        CREATE TABLE subject_index (
+            subject TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            PRIMARY KEY (subject, idx)
+        ) WITHOUT ROWID;
+        INSERT INTO subject_index SELECT subject, idx FROM entries ORDER BY subject, idx;
+        INSERT INTO meta VALUES ('{SUBJECT_INDEXED}', (SELECT count(*) FROM entries));
         """,
     ),
 ]
@@ -270,7 +285,47 @@ class SqliteStore:
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[EntryRow]:
         return self.query(EntryFilter(start=start, limit=None if stop is None else stop - start))
 
+    def index_subjects(self) -> None:
+        """Bring the derived subject index up to the tree head, sorted, in one transaction."""
+        size = self.head().size
+        if int(self.get_meta(SUBJECT_INDEXED) or 0) >= size:
+            return
+        with self._transaction() as conn:
+            upto = int(
+                conn.execute("SELECT value FROM meta WHERE key = ?", (SUBJECT_INDEXED,)).fetchone()[
+                    0
+                ]
+            )
+            while True:
+                rows = conn.execute(
+                    "SELECT subject, idx FROM entries WHERE idx >= ? ORDER BY idx LIMIT ?",
+                    (upto, SUBJECT_CATCH_UP_CHUNK),
+                ).fetchall()
+                if not rows:
+                    break
+                upto = rows[-1][1] + 1
+                rows.sort()
+                conn.executemany("INSERT INTO subject_index VALUES (?, ?)", rows)
+            conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(upto), SUBJECT_INDEXED))
+
+    def check_subject_index(self) -> list[tuple[str, int | None]]:
+        upto = int(self.get_meta(SUBJECT_INDEXED) or 0)
+        problems: list[tuple[str, int | None]] = []
+        for (idx,) in self._conn.execute(
+            "SELECT s.idx FROM subject_index s LEFT JOIN entries e ON e.idx = s.idx "
+            "WHERE e.idx IS NULL OR e.subject IS NOT s.subject OR s.idx >= ? "
+            "ORDER BY s.idx LIMIT 5",
+            (upto,),
+        ):
+            problems.append((f"names entry {idx} under a subject it does not have", idx))
+        count = self._conn.execute("SELECT count(*) FROM subject_index").fetchone()[0]
+        if count != upto:
+            problems.append((f"holds {count} rows for {upto} indexed entries", None))
+        return problems
+
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
+        if flt.subject is not None:
+            self.index_subjects()
         return paginate(flt, lambda sql, args: self._conn.execute(sql, args).fetchall(), "?")
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
