@@ -22,6 +22,8 @@ BENCHMARKS = [
     ("ledger_append", "bench_ledger_append.py"),
     ("ledger_proofs", "bench_ledger_proofs.py"),
     ("ledger_verify", "bench_ledger_verify.py"),
+    ("build", "bench_build.py"),
+    ("registry", "bench_registry.py"),
 ]
 
 
