@@ -1,0 +1,384 @@
+"""Image build throughput and memory against ``tar c | sha256sum`` and ``umoci repack``.
+
+A git repository holding a tree ``data/`` of ``--files`` files and ``--mb`` MB (default 20,000
+files, 200 MB; ``--quick`` 2,000 files, 20 MB) is generated once with deterministic pseudo-random
+content (half the files compressible text, half random bytes; sizes exponentially distributed)
+and cached in ``bench/results/cache/build-tree-<files>-<mb>/``. An image definition with one layer
+``source: data, destination: /data`` is committed beside it.
+
+Timed, in a child process (its own peak RSS): ``immutrail.artifacts.builder.build()`` into a fresh
+home (the whole build: reading blobs through ``git cat-file``, tar, gzip, digests, store, ledger
+event, SBOM and provenance). Best of ``--repeat``.
+
+Baselines in the same run, on the same tree:
+
+* ``tar c data | sha256sum`` (shell pipeline; the uncompressed tar is hashed, nothing written).
+  Ratio = build throughput / this throughput (target >= 0.5).
+* ``umoci repack`` of a rootless bundle whose rootfs holds the same tree (the same job: a gzip
+  layer, config and manifest into an OCI layout). Ratio = build throughput / umoci's.
+
+Memory: the build's peak RSS next to its RSS before the build; the full run also builds the
+quick-size tree so the two peaks can be compared (a streamed build stays flat). Then one more
+build under cProfile: top functions by own time and a breakdown (gzip, hashing, git pipe reads).
+
+    .venv/bin/python bench/bench_build.py [--quick] [--files N] [--mb N] [--repeat N] [--rebuild]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    CACHE,
+    ORIGIN,
+    header,
+    machine_info,
+    print_table,
+    print_targets,
+    scratch_dir,
+    target,
+    top_functions,
+    write_json,
+)
+
+DEFINITION = "base: scratch\nlayers:\n  - source: data\n    destination: /data\n"
+COMMIT_DATE = "2026-01-01T00:00:00+00:00"
+FULL = (20_000, 200)
+QUICK = (2_000, 20)
+
+
+def git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.invalid",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.invalid",
+        GIT_AUTHOR_DATE=COMMIT_DATE,
+        GIT_COMMITTER_DATE=COMMIT_DATE,
+    )
+    return env
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, env=git_env(), check=True, capture_output=True)
+
+
+# -- the tree ----------------------------------------------------------------------------------
+
+
+def write_tree(
+    data: Path, files: int, total_bytes: int, seed: int = 7, compressible: float = 0.5
+) -> int:
+    """Write ``files`` files of about ``total_bytes`` in all under ``data``; return the bytes."""
+    rnd = random.Random(seed)
+    words = [
+        "".join(rnd.choices("abcdefghijklmnopqrstuvwxyz", k=rnd.randint(2, 10)))
+        for _ in range(2000)
+    ]
+    corpus = " ".join(rnd.choices(words, k=400_000)).encode()  # ~2.6 MB of "text"
+    raw = [rnd.expovariate(1.0) for _ in range(files)]
+    scale = total_bytes / sum(raw)
+    sizes = [max(0, int(r * scale)) for r in raw]
+    written = 0
+    per_dir = 100
+    for i, size in enumerate(sizes):
+        folder = data / f"d{i // (per_dir * 20):03d}" / f"s{(i // per_dir) % 20:02d}"
+        if i % per_dir == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        if rnd.random() < compressible:
+            chunks, left = [], size
+            while left > 0:
+                start = rnd.randrange(0, len(corpus) - 65536)
+                n = min(left, rnd.randint(4096, 65536))
+                chunks.append(corpus[start : start + n])
+                left -= n
+            content = b"".join(chunks)
+            suffix = ".txt"
+        else:
+            content = rnd.randbytes(size)
+            suffix = ".bin"
+        (folder / f"f{i:05d}{suffix}").write_bytes(content)
+        written += len(content)
+    return written
+
+
+def prepare_repo(
+    files: int, mb: int, rebuild: bool, *, compressible: float = 0.5, label: str = "build-tree"
+) -> tuple[Path, int]:
+    """The cached repository (generated and committed on first use) and its tree's size."""
+    repo = CACHE / f"{label}-{files}-{mb}"
+    marker = repo / ".bench-ready"
+    if rebuild and repo.exists():
+        shutil.rmtree(repo)
+    if not marker.exists():
+        if repo.exists():
+            shutil.rmtree(repo)
+        repo.mkdir(parents=True)
+        print(f"   generating {files:,} files, {mb} MB in {repo} ...", flush=True)
+        t0 = time.perf_counter()
+        size = write_tree(repo / "data", files, mb * 1_000_000, compressible=compressible)
+        (repo / "image.yaml").write_text(DEFINITION)
+        _git(repo, "init", "-q", "-b", "main")
+        _git(repo, "add", "-A", "data", "image.yaml")
+        _git(repo, "commit", "-q", "-m", "bench tree")
+        (repo / ".git" / "info" / "exclude").write_text(".bench-ready\n")
+        marker.write_text(json.dumps({"bytes": size}))
+        print(f"   generated and committed in {time.perf_counter() - t0:.1f} s", flush=True)
+    return repo, int(json.loads(marker.read_text())["bytes"])
+
+
+# -- the build, in a child process ---------------------------------------------------------------
+
+
+def child_build(repo: Path, home: Path, profile: bool) -> dict[str, Any]:
+    """Runs in the child: init a home, time build(), report peaks (and a profile)."""
+    import resource
+
+    from _common import current_rss_mb, phase_peak_rss_mb, profile_call, reset_peak_rss
+
+    from immutrail.artifacts.builder import build
+    from immutrail.ledger.home import init_ledger
+
+    ledger, _ = init_ledger(home, origin=ORIGIN)
+    ledger.close()
+    rss_before = current_rss_mb()
+    reset_peak_rss()
+    out: dict[str, Any] = {"rss_before_mb": rss_before}
+    t0 = time.perf_counter()
+    if profile:
+        result, stats = profile_call(lambda: build(repo / "image.yaml", home, actor="bench"))
+        elapsed = time.perf_counter() - t0
+        out["top"] = top_functions(stats, elapsed, 12)
+        out["parts"] = _parts(stats, elapsed)
+    else:
+        result = build(repo / "image.yaml", home, actor="bench")
+        elapsed = time.perf_counter() - t0
+    out.update(
+        seconds=elapsed,
+        build_peak_rss_mb=phase_peak_rss_mb(),
+        process_peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        digest=result.digest,
+        layer_size=result.built[0].descriptor.size,
+        layer_digest=result.built[0].descriptor.digest,
+    )
+    return out
+
+
+_BUILTINS = [
+    ("gzip: zlib compress", ("<method 'compress' of 'zlib.Compress' objects>",)),
+    ("gzip: zlib decompress (SBOM/attestation re-read)", ("<method 'decompress' of",)),
+    ("sha256 update (inputs, diff_id, blob)", ("<method 'update' of '_hashlib.HASH' objects>",)),
+    ("crc32 (gzip)", ("<built-in method zlib.crc32>",)),
+    ("pipe/file reads (git cat-file --batch, store)", ("<method 'read' of '_io.", "readinto")),
+    ("file writes (store blob)", ("<method 'write' of '_io.",)),
+]
+
+
+def _parts(stats: Any, total: float) -> list[dict[str, Any]]:
+    out, covered = [], 0.0
+    for label, needles in _BUILTINS:
+        t = sum(
+            tt
+            for (filename, _line, name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items()
+            if filename == "~" and any(n in name for n in needles)
+        )
+        covered += t
+        out.append({"part": label, "seconds": t, "pct": 100 * t / total if total else 0.0})
+    for label, suffix, func in (
+        (
+            "attach_build_attestations (SBOM + provenance), cumulative",
+            "attestations.py",
+            "attach_build_attestations",
+        ),
+        ("write_layer, cumulative", "artifacts/layers.py", "write_layer"),
+    ):
+        t = sum(
+            ct
+            for (filename, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items()
+            if name == func and filename.endswith(suffix)
+        )
+        out.append({"part": label, "seconds": t, "pct": 100 * t / total if total else 0.0})
+    return out
+
+
+def run_child(repo: Path, profile: bool = False) -> dict[str, Any]:
+    with scratch_dir("build-home") as work:
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            str(repo),
+            str(work / "home"),
+            *(["--profile"] if profile else []),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"build child failed:\n{done.stderr[-4000:]}")
+        report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return report
+
+
+# -- baselines -----------------------------------------------------------------------------------
+
+
+def tar_sha256(repo: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(
+        "set -o pipefail; tar c data | sha256sum >/dev/null",
+        shell=True,
+        executable="/bin/bash",
+        cwd=repo,
+        check=True,
+    )
+    return time.perf_counter() - t0
+
+
+def umoci_repack(repo: Path) -> float | None:
+    umoci = shutil.which("umoci")
+    if umoci is None:
+        return None
+    with scratch_dir("umoci") as work:
+        layout, bundle = work / "layout", work / "bundle"
+
+        def run(*args: str) -> None:
+            subprocess.run([umoci, *args], cwd=work, check=True, capture_output=True)
+
+        run("init", "--layout", str(layout))
+        run("new", "--image", f"{layout}:t")
+        run("unpack", "--rootless", "--image", f"{layout}:t", str(bundle))
+        subprocess.run(
+            ["cp", "-a", str(repo / "data"), str(bundle / "rootfs" / "data")], check=True
+        )
+        t0 = time.perf_counter()
+        run("repack", "--image", f"{layout}:t", str(bundle))
+        return time.perf_counter() - t0
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--quick", action="store_true", help="2,000 files, 20 MB")
+    ap.add_argument("--files", type=int)
+    ap.add_argument("--mb", type=int)
+    ap.add_argument("--repeat", type=int, default=1, help="timed rounds; best is reported")
+    ap.add_argument("--rebuild", action="store_true", help="regenerate the cached repository")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--child", nargs=2, metavar=("REPO", "HOME"), help=argparse.SUPPRESS)
+    ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    args, unknown = ap.parse_known_args(argv)  # run_all.py passes its extras to everyone
+    if unknown:
+        print(f"   ignoring arguments meant for other benchmarks: {unknown}")
+    if args.child:
+        print(json.dumps(child_build(Path(args.child[0]), Path(args.child[1]), args.profile)))
+        return 0
+
+    files, mb = QUICK if args.quick else FULL
+    files, mb = args.files or files, args.mb or mb
+    header("build", f"image build of {files:,} files / {mb} MB vs tar|sha256sum, umoci", args.quick)
+    info = machine_info()
+    repo, size = prepare_repo(files, mb, args.rebuild)
+    # warm the page cache for everybody: the work tree (tar, umoci) and the object store (build)
+    tar_sha256(repo)
+    subprocess.run(
+        ["cat", *map(str, (repo / ".git" / "objects" / "pack").glob("*"))],
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+
+    builds, tars, umocis = [], [], []
+    for _ in range(max(1, args.repeat)):
+        builds.append(run_child(repo))
+        tars.append(tar_sha256(repo))
+        u = umoci_repack(repo)
+        if u is not None:
+            umocis.append(u)
+    best = min(builds, key=lambda b: b["seconds"])
+    t_build, t_tar = best["seconds"], min(tars)
+    t_umoci = min(umocis) if umocis else float("nan")
+    mbs = size / 1e6
+    rows = [
+        ("immutrail build()", t_build, mbs / t_build, 1.0),
+        ("tar c data | sha256sum", t_tar, mbs / t_tar, t_tar / t_build),
+        ("umoci repack", t_umoci, mbs / t_umoci, t_umoci / t_build),
+    ]
+    print_table(
+        f"Build of {files:,} files, {mbs:.0f} MB (best of {len(builds)}); "
+        f"layer {best['layer_size'] / 1e6:.1f} MB gzip",
+        ("what", "seconds", "MB/s", "build speed / this"),
+        rows,
+    )
+
+    memory = [(f"{files:,} files / {mbs:.0f} MB", best)]
+    if not args.quick and (files, mb) != QUICK:
+        small_repo, small_size = prepare_repo(*QUICK, args.rebuild)
+        small = run_child(small_repo)
+        memory.insert(0, (f"{QUICK[0]:,} files / {small_size / 1e6:.0f} MB", small))
+    print_table(
+        "Build memory (child process; VmHWM reset before build())",
+        ("tree", "build s", "RSS before MB", "build peak RSS MB", "process peak MB"),
+        [
+            (n, m["seconds"], m["rss_before_mb"], m["build_peak_rss_mb"], m["process_peak_rss_mb"])
+            for n, m in memory
+        ],
+    )
+
+    profile: dict[str, Any] | None = None
+    if not args.no_profile:
+        profile = run_child(repo, profile=True)
+        print_table(
+            f"Profiled build ({profile['seconds']:.1f} s under cProfile) - where time goes",
+            ("part", "seconds", "% of total"),
+            [(p["part"], p["seconds"], p["pct"]) for p in profile["parts"]],
+        )
+        print_table(
+            "Top functions by own time (cProfile)",
+            ("function", "calls", "own s", "% of total"),
+            [(t["function"], t["calls"], t["tottime_s"], t["own_pct"]) for t in profile["top"]],
+        )
+
+    ratio = t_tar / t_build
+    targets = [target("build throughput / tar c | sha256sum", ratio, 0.5)]
+    print_targets(targets)
+    print(
+        f"\n   umoci repack ratio (no target): {t_umoci / t_build:.3f}; "
+        f"load average at end {os.getloadavg()}"
+    )
+    write_json(
+        "build",
+        {
+            "machine": info,
+            "loadavg_at_end": os.getloadavg(),
+            "quick": args.quick,
+            "files": files,
+            "tree_bytes": size,
+            "build_runs": builds,
+            "tar_sha256_seconds": tars,
+            "umoci_repack_seconds": umocis,
+            "ratio_tar": ratio,
+            "ratio_umoci": t_umoci / t_build if umocis else None,
+            "memory": dict(memory),
+            "profile": profile,
+            "targets": targets,
+            # the build runs in children: report their peak, not this parent's
+            "process_peak_rss_mb": max(m["process_peak_rss_mb"] for _, m in memory),
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
