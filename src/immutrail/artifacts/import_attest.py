@@ -24,13 +24,13 @@ from __future__ import annotations
 import base64
 import binascii
 import importlib.util
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from immutrail.crypto.errors import CryptoError
+from immutrail.crypto.canonical import parse_strict_json
+from immutrail.crypto.errors import CanonicalizationError, CryptoError, DuplicateKeyError
 from immutrail.crypto.keys import PublicKey, key_id, load_public_key_pem
 
 from . import oci
@@ -150,20 +150,12 @@ def load_keys(paths: Sequence[Path]) -> dict[str, PublicKey]:
 
 
 def _json(data: bytes, source: str, where: str) -> dict[str, Any]:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise AttestationError(source, f"{where}: duplicate JSON key {key!r}")
-            out[key] = value
-        return out
-
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, AttestationError):
-            raise
-        raise AttestationError(source, f"{where} is not valid JSON: {exc}") from exc
+        value = parse_strict_json(data)
+    except DuplicateKeyError as exc:
+        raise AttestationError(source, f"{where}: duplicate JSON key {exc.key!r}") from exc
+    except CanonicalizationError as exc:
+        raise AttestationError(source, f"{where}: {exc}") from exc
     if not isinstance(value, dict):
         raise AttestationError(source, f"{where} is not a JSON object")
     return value

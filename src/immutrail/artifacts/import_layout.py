@@ -33,12 +33,14 @@ contents, see ``importer``).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from immutrail.crypto.canonical import parse_strict_json
+from immutrail.crypto.errors import CanonicalizationError, DuplicateKeyError
 
 from . import oci
 from .digests import is_digest
@@ -129,25 +131,12 @@ class LayoutPlan:
 
 
 def _strict_json(data: bytes, label: str, entry: str) -> Any:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise ArchiveFormatError(label, f"duplicate JSON key {key!r}", entry)
-            out[key] = value
-        return out
-
-    def no_constants(name: str) -> Any:
-        raise ArchiveFormatError(label, f"{name} is not JSON", entry)
-
     try:
-        return json.loads(
-            data.decode("utf-8"), object_pairs_hook=no_duplicates, parse_constant=no_constants
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, ArchiveFormatError):
-            raise
-        raise ArchiveFormatError(label, f"not valid JSON: {exc}", entry) from exc
+        return parse_strict_json(data)
+    except DuplicateKeyError as exc:
+        raise ArchiveFormatError(label, f"duplicate JSON key {exc.key!r}", entry) from exc
+    except CanonicalizationError as exc:
+        raise ArchiveFormatError(label, str(exc), entry) from exc
 
 
 def _hash_file(path: Path) -> tuple[str, int]:

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from immutrail.crypto.canonical import parse_strict_json
+from immutrail.crypto.errors import CanonicalizationError
 
 from .. import __version__
 from ..crypto.canonical import canonical_json
@@ -519,20 +521,10 @@ def _parse_json(data: bytes, where: str) -> dict[str, Any]:
     if len(data) > MAX_STATEMENT_BYTES:
         raise ProvenanceFormatError(where, f"larger than {MAX_STATEMENT_BYTES} bytes")
 
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in result:
-                raise ProvenanceFormatError(where, f"duplicate key {key!r}")
-            result[key] = value
-        return result
-
     try:
-        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, ProvenanceFormatError):
-            raise
-        raise ProvenanceFormatError(where, f"not valid JSON: {exc}") from exc
+        value = parse_strict_json(data)
+    except CanonicalizationError as exc:
+        raise ProvenanceFormatError(where, str(exc)) from exc
     if not isinstance(value, dict):
         raise ProvenanceFormatError(where, "must be a JSON object")
     return value

@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from immutrail.crypto.errors import CryptoError
+from immutrail.crypto.canonical import parse_strict_json
+from immutrail.crypto.errors import CanonicalizationError, CryptoError, DuplicateKeyError
 from immutrail.ledger.errors import (
     LedgerError,
     LedgerInputError,
@@ -100,24 +101,12 @@ def errors_to_exit_codes() -> Iterator[None]:
 
 def load_json_object(text: str, what: str) -> dict[str, Any]:
     """Parse one JSON object strictly: duplicate keys, NaN and Infinity are refused."""
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise LedgerInputError(f"{what}: duplicate key {key!r}")
-            out[key] = value
-        return out
-
-    def no_constants(name: str) -> NoReturn:
-        raise LedgerInputError(f"{what}: {name} is not JSON")
-
     try:
-        value = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
-    except json.JSONDecodeError as exc:
-        raise LedgerInputError(f"{what} is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise LedgerInputError(f"{what} is nested too deeply") from exc
+        value = parse_strict_json(text)
+    except DuplicateKeyError as exc:
+        raise LedgerInputError(f"{what}: duplicate key {exc.key!r}") from exc
+    except CanonicalizationError as exc:
+        raise LedgerInputError(f"{what}: {exc}") from exc
     if not isinstance(value, dict):
         raise LedgerInputError(f"{what} must be a JSON object")
     return value

@@ -28,9 +28,15 @@ from typing import Any, cast
 import orjson
 import rfc8785
 
-from .errors import CanonicalizationError
+from .errors import CanonicalizationError, DuplicateKeyError
 
-__all__ = ["MAX_DEPTH", "MAX_SAFE_INTEGER", "canonical_json", "parse_canonical"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_SAFE_INTEGER",
+    "canonical_json",
+    "parse_canonical",
+    "parse_strict_json",
+]
 
 MAX_SAFE_INTEGER = 2**53 - 1
 """The largest integer magnitude JCS accepts: I-JSON numbers are IEEE 754 doubles."""
@@ -141,6 +147,38 @@ def _check_key(key: object) -> None:
         raise CanonicalizationError(
             f"object key {key!r} holds a lone surrogate, which is not valid UTF-8"
         )
+
+
+def parse_strict_json(data: bytes | str) -> object:
+    """Parse JSON strictly, as every document we trust must be: UTF-8, no duplicate keys
+    (DuplicateKeyError, naming the key), no NaN or Infinity; CanonicalizationError otherwise.
+
+    Unlike :func:`parse_canonical` the text need not be canonical: this is for input files.
+    """
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, object_pairs_hook=_strict_pairs, parse_constant=_not_json)
+    except UnicodeDecodeError as exc:
+        raise CanonicalizationError(f"not valid UTF-8 at byte {exc.start}") from exc
+    except RecursionError as exc:
+        raise CanonicalizationError("nested too deeply") from exc
+    except CanonicalizationError:
+        raise
+    except ValueError as exc:
+        raise CanonicalizationError(f"not valid JSON: {exc}") from exc
+
+
+def _strict_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in result:
+            raise DuplicateKeyError(key)
+        result[key] = item
+    return result
+
+
+def _not_json(name: str) -> object:
+    raise CanonicalizationError(f"{name} is not JSON")
 
 
 def parse_canonical(data: bytes) -> object:

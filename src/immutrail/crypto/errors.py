@@ -23,6 +23,14 @@ class CanonicalizationError(CryptoError, ValueError):
     """A value has no RFC 8785 (JCS) form, or bytes are not the JCS form of what they encode."""
 
 
+class DuplicateKeyError(CanonicalizationError):
+    """A JSON object names one key twice: which value is meant is ambiguous."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
 class NoteError(CryptoError):
     """Malformed signed-note, verifier-key or checkpoint text (or a checkpoint for another log)."""
 
