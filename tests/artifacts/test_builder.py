@@ -130,6 +130,32 @@ def test_source_date_epoch_overrides_the_commit_time(
         build(repo / "image.yaml", home)
 
 
+def test_source_date_epoch_parameter_wins_over_the_environment(
+    repo: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    from_env = build(repo / "image.yaml", home)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")  # not even read when a value is given
+    given = build(repo / "image.yaml", home, source_date_epoch=86400)
+    assert given.digest == from_env.digest
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    at_commit = build(repo / "image.yaml", home, source_date_epoch=COMMIT_EPOCH)
+    assert at_commit.digest == build(repo / "image.yaml", home).digest
+    ledger = open_ledger(home)
+    try:
+        before = ledger.head().size
+    finally:
+        ledger.close()
+    for bad in (-1, True, "86400"):
+        with pytest.raises(ArtifactInputError, match="source_date_epoch"):
+            build(repo / "image.yaml", home, source_date_epoch=bad)  # type: ignore[arg-type]
+    ledger = open_ledger(home)
+    try:
+        assert ledger.head().size == before  # refused before anything was recorded
+    finally:
+        ledger.close()
+
+
 def test_public_origin_becomes_the_source_annotation(repo: Path, home: Path) -> None:
     git(repo, "remote", "add", "origin", "git@github.com:example/app.git")
     result = build(repo / "image.yaml", home)

@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 
 from immutrail.artifacts.store import Store
 from immutrail.cli import artifacts as artifacts_cli
+from immutrail.ledger.event import Event
+from immutrail.ledger.home import open_ledger
 
-from .conftest import write_files
+from .conftest import commit_all, write_files
 
 cli = typer.Typer()
 cli.add_typer(artifacts_cli.app, name="artifact")
@@ -78,8 +80,6 @@ def test_bad_definition_exits_2_naming_file_and_key(repo: Path, home: Path) -> N
     write_files(
         repo, {"bad.yaml": "base: scratch\nlayers: [{source: app, destination: /a}]\nbogus: 1\n"}
     )
-    from .conftest import commit_all
-
     commit_all(repo)
     err = run(home, "build", str(repo / "bad.yaml"), code=2)
     assert "bad.yaml" in err and "bogus" in err
@@ -140,3 +140,36 @@ def test_text_output(repo: Path, home: Path) -> None:
     result = runner.invoke(cli, ["artifact", "show", "v1", "--home", str(home)])
     assert result.exit_code == 0 and f"image   {digest}" in result.stdout
     assert "verified manifest and config" in result.stdout
+
+
+def test_sbom_and_provenance_contents(repo: Path, home: Path) -> None:
+    write_files(
+        repo,
+        {"app/site/requests-2.31.0.dist-info/METADATA": "Name: requests\nVersion: 2.31.0\n"},
+    )
+    commit = commit_all(repo, "add a package")
+    built = run(home, "build", str(repo / "image.yaml"), "--tag", "app:1")
+    sbom = run(home, "artifact", "sbom", "app:1")
+    assert sbom["sbom_manifest"] == built["sbom"]
+    purls = [c.get("purl") for c in sbom["sbom"]["components"]]
+    assert "pkg:pypi/requests@2.31.0" in purls
+    text = runner.invoke(cli, ["artifact", "sbom", "app:1", "--home", str(home)])
+    assert text.exit_code == 0 and "pkg:pypi/requests@2.31.0" in text.stdout
+
+    prov = run(home, "artifact", "provenance", "app:1")
+    (verified,) = prov["verified"]
+    assert verified["attestation"] == built["provenance"] and prov["rejected"] == []
+    source = verified["statement"]["predicate"]["buildDefinition"]["externalParameters"]["source"]
+    assert source["digest"] == {"gitCommit": commit} and source["uri"].endswith("@refs/heads/main")
+    text = runner.invoke(cli, ["artifact", "provenance", "app:1", "--home", str(home)])
+    assert text.exit_code == 0 and "verified" in text.stdout and commit in text.stdout
+
+    # Once the builder key is revoked its provenance no longer verifies: exit 1, with why.
+    ledger = open_ledger(home)
+    try:
+        keyid = verified["signer"]["keyid"]
+        ledger.append(Event.create("key.revoked", "admin", f"key:{keyid}", {"reason": "test"}))
+    finally:
+        ledger.close()
+    revoked = runner.invoke(cli, ["artifact", "provenance", "app:1", "--home", str(home)])
+    assert revoked.exit_code == 1 and "revoked key" in revoked.stdout

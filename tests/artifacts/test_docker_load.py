@@ -28,7 +28,7 @@ from .conftest import in_ci, make_repo
 from .services.dockerd import Engine, running_dockerd
 from .services.registry import ServiceError, find_binary, running_registry
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.docker]
 
 BUSYBOX = Path("/bin/busybox")
 GREETING = "hello from immutrail"
@@ -126,6 +126,7 @@ def test_docker_loads_the_export_and_runs_it(
     assert done.returncode != 0 and "Read-only file system" in done.stderr
 
 
+@pytest.mark.registry
 def test_docker_pulls_what_we_pushed(
     engine: Engine, busybox_image: BuildResult, home: Path, tmp_path: Path
 ) -> None:

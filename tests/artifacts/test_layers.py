@@ -3,13 +3,19 @@ not hold (escaping symlinks, devices, hard links, setuid bits nobody asked for).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import os
+import random
 import socket
 import tarfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -17,7 +23,14 @@ from immutrail.artifacts.definition import LayerSpec
 from immutrail.artifacts.digests import HashingWriter
 from immutrail.artifacts.errors import SourceError
 from immutrail.artifacts.layerplan import plan_layer
-from immutrail.artifacts.layers import Entry, Kind, LayerResult, complete, write_layer
+from immutrail.artifacts.layers import (
+    COMPRESS_CHUNK,
+    Entry,
+    Kind,
+    LayerResult,
+    complete,
+    write_layer,
+)
 from immutrail.artifacts.sources import GitCommitTree, SourceFile, SourceKind, WorkTree
 
 from .conftest import APP_FILES, commit_all, make_repo, write_files
@@ -215,3 +228,110 @@ def test_missing_source_excluded_everything_and_submodules(tmp_path: Path) -> No
     assert nested.exists()
     with WorkTree(root) as tree, pytest.raises(SourceError, match="submodule or nested"):
         plan_layer(0, LayerSpec(".", "/"), tree.files(), tree.description)
+
+
+# -- compression in its own thread ------------------------------------------------------------
+
+
+def test_threaded_compression_gives_the_bytes_of_one_gzip_stream() -> None:
+    """Chunks of several MiB cross the thread boundary; the blob is still byte for byte what one
+    GzipFile (level 6, no name, mtime 0) makes of the whole tar, so no digest moved."""
+    rnd = random.Random(5)
+    text = b" ".join(rnd.choice([b"alpha", b"beta", b"gamma", b"delta"]) for _ in range(900_000))
+    noise = rnd.randbytes(3 * COMPRESS_CHUNK + 123)
+    entries = [
+        Entry("a/text", Kind.FILE, 0o644, size=len(text), open=opener(text)),
+        Entry("a/noise", Kind.FILE, 0o644, size=len(noise), open=opener(noise)),
+        Entry("a/empty", Kind.FILE, 0o644, size=0, open=opener(b"")),
+    ]
+    sink = io.BytesIO()
+    result = write_layer(entries, sink, EPOCH)
+    blob = sink.getvalue()
+    tar_bytes = gzip.decompress(blob)
+    assert "sha256:" + hashlib.sha256(tar_bytes).hexdigest() == result.diff_id
+    single = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=single, mtime=0) as gz:
+        gz.write(tar_bytes)
+    assert blob == single.getvalue()
+    assert result.inputs == {}  # entries without a repository source report no input
+
+
+def test_a_failing_sink_stops_the_layer_and_its_thread() -> None:
+    class Full:
+        written = 0
+
+        def write(self, data: bytes) -> int:
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(28, "No space left on device")
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+    data = random.Random(1).randbytes(4 * COMPRESS_CHUNK)
+    entries = [Entry("big", Kind.FILE, 0o644, size=len(data), open=opener(data))]
+    with pytest.raises(OSError, match="No space left"):
+        write_layer(entries, Full(), EPOCH)
+    assert not [t for t in threading.enumerate() if t.name == "layer-gzip"]
+
+
+def test_a_failing_source_stops_the_thread() -> None:
+    @contextlib.contextmanager
+    def broken() -> Iterator[BinaryIO]:
+        raise SourceError("cannot read big")
+        yield io.BytesIO()  # pragma: no cover - never reached
+
+    data = random.Random(2).randbytes(2 * COMPRESS_CHUNK)
+    entries = [
+        Entry("a", Kind.FILE, 0o644, size=len(data), open=opener(data)),
+        Entry("b", Kind.FILE, 0o644, size=1, open=broken),
+    ]
+    with pytest.raises(SourceError, match="cannot read big"):
+        write_layer(entries, io.BytesIO(), EPOCH)
+    assert not [t for t in threading.enumerate() if t.name == "layer-gzip"]
+
+
+def opener(data: bytes) -> Callable[[], AbstractContextManager[BinaryIO]]:
+    return lambda: contextlib.nullcontext(io.BytesIO(data))
+
+
+# -- blobs streamed from one git process --------------------------------------------------------
+
+
+def read_all(tree: GitCommitTree, paths: list[str]) -> dict[str, bytes]:
+    files = {f.path: f for f in tree.files()}
+    out = {}
+    for path in paths:
+        source = files[path]
+        assert source.open is not None
+        with source.open() as stream:
+            out[path] = stream.read(source.size)
+    return out
+
+
+def test_prefetched_blobs_are_read_in_order_and_out_of_order_still_works(tmp_path: Path) -> None:
+    files = {f"app/f{i:03d}": f"content {i}\n" * i for i in range(60)}
+    files["app/same"] = files["app/f007"]  # one blob under two names
+    root = make_repo(tmp_path / "r", files)
+    order = sorted(files)
+    with GitCommitTree(root, "HEAD") as tree:
+        with tree.prefetch(order):
+            assert read_all(tree, order) == {p: c.encode() for p, c in files.items()}
+        assert tree._proc is None  # every answer came from the prefetch, none from a round trip
+        shuffled = order[::-1]
+        with tree.prefetch(order):  # announced one way, read another: each falls back
+            assert read_all(tree, shuffled) == {p: files[p].encode() for p in shuffled}
+        with tree.prefetch(order):  # stopped early: leaving the block ends git, no hang
+            assert read_all(tree, order[:3]) == {p: files[p].encode() for p in order[:3]}
+        assert read_all(tree, ["app/same"]) == {"app/same": files["app/f007"].encode()}
+
+
+def test_link_targets_are_read_in_one_request(tmp_path: Path) -> None:
+    root = make_repo(
+        tmp_path / "r",
+        {"app/a": "1", "app/l1": "-> a", "app/sub/l2": "-> ../a", "app/l3": "-> sub"},
+    )
+    with GitCommitTree(root, "HEAD") as tree:
+        links = {f.path: f.linkname for f in tree.files() if f.kind is SourceKind.SYMLINK}
+    assert links == {"app/l1": "a", "app/sub/l2": "../a", "app/l3": "sub"}

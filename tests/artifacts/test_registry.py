@@ -143,6 +143,7 @@ def referrer_digests(store: Store, digest: str) -> set[str]:
 # -- the real registry ---------------------------------------------------------------------------
 
 
+@pytest.mark.registry
 def test_push_then_pull_into_a_fresh_store(
     registry: Registry, repo: Path, home: Path, tmp_path: Path
 ) -> None:
@@ -207,6 +208,7 @@ def test_push_then_pull_into_a_fresh_store(
     assert event["payload"]["referrers_count"] == 3
 
 
+@pytest.mark.registry
 def test_push_again_sends_nothing_and_keeps_one_fallback_entry_each(
     registry: Registry, repo: Path, home: Path, tmp_path: Path
 ) -> None:
@@ -225,6 +227,7 @@ def test_push_again_sends_nothing_and_keeps_one_fallback_entry_each(
     assert pulled.digest == built.digest and pulled.blobs_fetched == 0
 
 
+@pytest.mark.registry
 def test_fallback_index_is_merged_with_what_is_there(
     registry: Registry, repo: Path, home: Path
 ) -> None:
@@ -248,6 +251,7 @@ def test_fallback_index_is_merged_with_what_is_there(
     }
 
 
+@pytest.mark.registry
 def test_chunked_upload_of_a_large_layer(registry: Registry, tmp_path: Path, home: Path) -> None:
     # 3 MiB that gzip cannot shrink, so the layer blob is larger than several chunks.
     noise = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(3 * 32768))
@@ -263,6 +267,7 @@ def test_chunked_upload_of_a_large_layer(registry: Registry, tmp_path: Path, hom
     other.verify(built.digest)
 
 
+@pytest.mark.registry
 def test_skopeo_sees_our_digest_and_we_pull_what_skopeo_pushed(
     registry: Registry, repo: Path, home: Path, tmp_path: Path
 ) -> None:
@@ -310,6 +315,7 @@ def _flip_last_hex_digit(path: Path, after: bytes) -> None:
 
 
 @pytest.mark.parametrize("by", ["digest", "tag"])
+@pytest.mark.registry
 def test_tampered_manifest_in_the_registry_is_refused(
     own_registry: Registry, repo: Path, home: Path, tmp_path: Path, by: str
 ) -> None:
@@ -330,6 +336,7 @@ def test_tampered_manifest_in_the_registry_is_refused(
     assert events(other, EVENT_PULLED) == []
 
 
+@pytest.mark.registry
 def test_tampered_layer_in_the_registry_is_refused(
     own_registry: Registry, repo: Path, home: Path, tmp_path: Path
 ) -> None:
@@ -350,12 +357,14 @@ def test_tampered_layer_in_the_registry_is_refused(
     assert events(other, EVENT_PULLED) == []
 
 
+@pytest.mark.registry
 def test_pull_of_an_unknown_tag_or_repository(registry: Registry, home: Path) -> None:
     store = Store.for_home(home, create=True)
     with pytest.raises(NotFoundError, match="no manifest"):
         pull(store, f"{registry.host}/nothing/here:1")
 
 
+@pytest.mark.registry
 def test_local_tag_conflict_is_refused_before_any_download(
     registry: Registry, repo: Path, home: Path
 ) -> None:
@@ -379,6 +388,7 @@ def cli_run(home: Path, *args: str) -> Any:
     return runner.invoke(cli, [*args, "--home", str(home), "--format", "json"])
 
 
+@pytest.mark.registry
 def test_cli_push_and_pull(registry: Registry, repo: Path, home: Path, tmp_path: Path) -> None:
     built, _ = build_with_note(repo, home)
     done = cli_run(home, "artifact", "push", "app:1", f"{registry.host}/cli/app:7")
@@ -544,6 +554,7 @@ def test_credentials_from_env() -> None:
     assert "p" not in repr(Credentials("u", "p")).replace("username='u'", "")
 
 
+@pytest.mark.registry
 def test_a_damaged_local_blob_is_never_pushed(
     own_registry: Registry, repo: Path, home: Path
 ) -> None:
@@ -592,3 +603,34 @@ def test_an_index_is_pulled_and_pushed_with_its_images(
         assert again.blobs_present == 1 + len(built.layers)
         assert fake.tags[("copy/app", "all")] == index_digest
         assert built.digest in fake.manifests
+
+
+def test_a_pull_that_fails_before_the_index_is_written_lists_nothing(
+    repo: Path, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image and its referrers reach index.json in one write, after the ledger event: when
+    recording fails, none of them is listed (no image without its attestations, or the reverse)."""
+    built, note = build_with_note(repo, home)
+    store = Store.for_home(home)
+    with running_fake(FakeRegistry(referrers_api=True)) as fake:
+        push(store, "app:1", f"{fake.host}/atomic/app:1")
+        other_home = new_home(tmp_path, "other")
+        other = Store.for_home(other_home, create=True)
+        index_before = (other.root / "index.json").read_bytes()
+        ledger = open_ledger(other_home)
+        try:
+
+            def refuse(event: object) -> None:
+                raise OSError("the ledger's disk is full")
+
+            with monkeypatch.context() as patch, pytest.raises(OSError, match="disk is full"):
+                patch.setattr(ledger, "append", refuse)
+                pull(other, f"{fake.host}/atomic/app:1", ledger=ledger, actor="user:test")
+            assert (other.root / "index.json").read_bytes() == index_before
+            assert ledger.head().size == 0
+
+            pulled = pull(other, f"{fake.host}/atomic/app:1", ledger=ledger, actor="user:test")
+        finally:
+            ledger.close()
+    assert pulled.digest == built.digest
+    assert referrer_digests(other, built.digest) == {built.sbom, built.provenance, note}

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import re
 import tarfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
+from immutrail.artifacts import layers
+from immutrail.artifacts.digests import HashingWriter
+from immutrail.artifacts.layers import Entry, Kind
 from immutrail.artifacts.rootfs import (
     ContentNotRetainedError,
     EntryType,
@@ -21,6 +28,7 @@ from immutrail.artifacts.rootfs import (
     RootFSError,
     RootFSLimitError,
     ShadowReason,
+    TreeMerger,
     UnsafeEntryError,
     glob_to_regex,
 )
@@ -420,3 +428,123 @@ def test_hard_link_to_kept_content_reads_the_same(layer) -> None:
 def test_unknown_whiteout_metadata_is_ignored(layer) -> None:
     fs = RootFS.from_layers([layer([E("a", b"1")]), layer([E(".wh..wh.plnk", b"")])])
     assert list(fs) == ["a"]
+
+
+# -- a tree merged from the headers a builder writes ---------------------------------------------
+
+
+def written_layer(
+    path: Path, entries: list[Entry], merger: TreeMerger | None = None, mtime: int = 0
+) -> Path:
+    """Write ``entries`` with the builder's layer writer, telling ``merger`` as it goes."""
+    with path.open("wb") as out:
+        sink = HashingWriter(out)
+        if merger is not None:
+            merger.begin_layer(path)
+        result = layers.write_layer(entries, sink, mtime, merger)
+    if merger is not None:
+        merger.end_layer(path, sink.digest, result.diff_id)
+    return path
+
+
+def content(data: bytes) -> Callable[[], AbstractContextManager[BinaryIO]]:
+    return lambda: contextlib.nullcontext(io.BytesIO(data))
+
+
+def file_entry(path: str, data: bytes, mode: int = 0o644) -> Entry:
+    return Entry(path, Kind.FILE, mode, size=len(data), open=content(data))
+
+
+def same_tree(a: RootFS, b: RootFS) -> None:
+    assert list(a.entries()) == list(b.entries())
+    assert dict(a.unretained) == dict(b.unretained)
+    assert a.shadowed == b.shadowed
+    assert a.layers == b.layers
+    for entry in a.entries():
+        if entry.is_file:
+            try:
+                kept: bytes | None = a.read(entry.path, max_bytes=1 << 30)
+            except ContentNotRetainedError:
+                kept = None
+            if kept is None:
+                with pytest.raises(ContentNotRetainedError):
+                    b.read(entry.path, max_bytes=1 << 30)
+            else:
+                assert b.read(entry.path, max_bytes=1 << 30) == kept
+
+
+def test_a_tree_merged_while_writing_equals_the_one_read_back(layer, tmp_path: Path) -> None:
+    """Whiteouts, an opaque directory, an overwritten file, a link and kept or too-large package
+    files: the tree told the headers as they are written is the tree read from the layer file."""
+    lower = layer(
+        [
+            E("etc/os-release", b"ID=debian\nVERSION_ID=12\n"),
+            E("var/lib/dpkg/status", b"Package: old\n"),
+            E("opt/gone/a", b"a"),
+            E("opt/emptied/b", b"b"),
+            E("usr/bin/tool", b"v1"),
+        ]
+    )
+    upper = [
+        file_entry("etc/.wh.os-release", b""),
+        Entry("etc/os-release", Kind.SYMLINK, 0o777, linkname="../usr/lib/os-release"),
+        file_entry("usr/lib/os-release", b"ID=alpine\nVERSION_ID=3.14.2\n"),
+        file_entry("opt/.wh.gone", b""),
+        file_entry("opt/emptied/.wh..wh..opq", b""),
+        file_entry("opt/emptied/c", b"c"),
+        file_entry("usr/bin/tool", b"v2", 0o755),
+        file_entry("lib/apk/db/installed", b"P:musl\nV:1.2.2-r3\n"),
+        file_entry("app/node_modules/big/package.json", b"{}" * 60),
+        file_entry("app/node_modules/ok/package.json", b'{"name": "ok", "version": "1.0.0"}'),
+    ]
+    settings = {"max_content_bytes": 100}
+    merger = TreeMerger(**settings)
+    merger.apply_layer(lower)
+    top = written_layer(tmp_path / "upper.tar.gz", upper, merger, mtime=1_700_000_000)
+    live = merger.result()
+
+    same_tree(live, RootFS.from_layers([lower, top], **settings))
+    assert live.read("etc/os-release").startswith(b"ID=alpine")
+    assert "opt/gone/a" not in live and "opt/emptied/b" not in live
+    assert {s.entry.path for s in live.shadowed} == {
+        "etc/os-release",
+        "opt/gone/a",
+        "opt/emptied/b",
+        "usr/bin/tool",
+    }
+    assert "larger than 100 bytes" in live.unretained["app/node_modules/big/package.json"]
+
+
+def test_merger_result_equals_reading_the_written_layers(layer, tmp_path: Path) -> None:
+    lower = layer([E("etc/os-release", b"ID=debian\n")])
+    merger = TreeMerger()
+    merger.apply_layer(lower)
+    top = written_layer(tmp_path / "top.tar.gz", [file_entry("a", b"1")], merger)
+    same_tree(RootFS.from_layers([lower, top]), merger.result())
+
+
+def test_merger_misuse_is_refused(tmp_path: Path) -> None:
+    merger = TreeMerger()
+    info = tarfile.TarInfo("a")
+    with pytest.raises(RuntimeError, match="begin_layer"):
+        merger.apply_written(info, "0" * 64, None)
+    with pytest.raises(RuntimeError, match="begin_layer"):
+        merger.end_layer(tmp_path / "x", "sha256:" + "0" * 64, "sha256:" + "0" * 64)
+    merger.begin_layer(tmp_path / "x")
+    with pytest.raises(RuntimeError, match="not ended"):
+        merger.begin_layer(tmp_path / "y")
+    info.size = 3
+    with pytest.raises(ValueError, match="not reported"):
+        merger.apply_written(info, None, None)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["**/*.dist-info/METADATA", "a/[bc]d", "a/[!b]d", "a/x[]a]z", "a/*", "**", "a/?d", "**/d"],
+)
+def test_glob_finds_what_its_regex_matches(layer, pattern: str) -> None:
+    names = ["a/bd", "a/cd", "a/xd", "a/x]z", "a/xaz", "p/q.dist-info/METADATA", "q/d"]
+    fs = RootFS.from_layers([layer([E(name, b"1") for name in names])])
+    regex = glob_to_regex(pattern)
+    assert fs.glob(pattern) == [path for path in fs if regex.fullmatch(path)]
+    assert fs.glob(pattern)  # each pattern matches something here

@@ -15,6 +15,8 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from immutrail.artifacts import sbom as sbom_module
+from immutrail.artifacts.attestations import SBOM_TYPE
+from immutrail.artifacts.builder import build
 from immutrail.artifacts.errors import ArtifactInputError
 from immutrail.artifacts.rootfs import RootFS
 from immutrail.artifacts.sbom import (
@@ -24,7 +26,10 @@ from immutrail.artifacts.sbom import (
     pep503_name,
     sbom_serial_number,
 )
+from immutrail.artifacts.store import Store
 from immutrail.crypto.canonical import canonical_json
+
+from .conftest import COMMIT_EPOCH, make_repo
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sbom"
 SHARED = DATA / "real"
@@ -364,3 +369,65 @@ def test_npm_lock_edge_cases(tmp_path: Path) -> None:
         "srv/node_modules/anon/package.json": "no name or version",
         "srv/node_modules/list/package.json": "not a JSON object",
     }
+
+
+# -- the SBOM of a build, from the tree merged while its layers were written ----------------------
+
+
+def fixture_files(files: dict[str, str], prefix: str = "") -> dict[str, bytes]:
+    return {prefix + name: (DATA / source).read_bytes() for name, source in files.items()}
+
+
+def test_a_builds_sbom_is_byte_identical_to_one_made_from_its_layers_read_back(
+    tmp_path: Path, home: Path
+) -> None:
+    """The builder never reads its layers back: the SBOM comes from the tree merged as they were
+    written. It must be the SBOM that reading the stored layers gives, byte for byte, over a
+    base image, whiteouts, an overwritten os-release that became a link, and skipped sources."""
+    base_repo = make_repo(
+        tmp_path / "base",
+        {
+            "image.yaml": "base: scratch\nlayers:\n  - source: rootfs\n    destination: /\n",
+            **fixture_files(DEBIAN_BASE, "rootfs/"),
+        },
+    )
+    base = build(base_repo / "image.yaml", home, tag="base:1")
+    node = {name.removeprefix("app/"): source for name, source in NODE_APP.items()}
+    app_repo = make_repo(
+        tmp_path / "app",
+        {
+            "image.yaml": (
+                f"base: {base.digest}\nlayers:\n  - source: node\n    destination: /app\n"
+                "  - source: overlay\n    destination: /\n"
+            ),
+            **fixture_files(node, "node/"),
+            "node/node_modules/broken/package.json": "{not json",
+            "overlay/etc/.wh.os-release": "",
+            "overlay/etc/os-release": "-> ../usr/lib/os-release",
+            "overlay/usr/lib/os-release": (DATA / "os-release/alpine-3.14").read_bytes(),
+            "overlay/lib/apk/db/installed": (DATA / "apk/installed").read_bytes(),
+            "overlay/var/lib/dpkg/.wh.status.d": "",
+            f"overlay/{SITE}/.wh.packaging-26.3.dist-info": "",
+        },
+    )
+    built = build(app_repo / "image.yaml", home, tag="app:1")
+
+    store = Store.for_home(home)
+    (sbom_ref,) = store.referrers(built.digest, SBOM_TYPE)
+    _, blobs = store.image_blobs(sbom_ref.digest)
+    attached = store.read_blob(blobs[1].digest, 1 << 24)
+    rootfs = RootFS.from_layers([store.blob_path(layer.digest) for layer in built.layers])
+    expected = generate_sbom(
+        rootfs, "app:1", built.digest, timestamp=datetime.fromtimestamp(COMMIT_EPOCH, UTC)
+    )
+    assert attached == canonical_json(expected)
+
+    document = json.loads(attached)
+    purls = {c["purl"] for c in document["components"]}
+    assert any(p.startswith("pkg:apk/alpine/musl@") for p in purls)
+    assert any(p.startswith("pkg:npm/debug@") for p in purls)
+    assert any(p.startswith("pkg:deb/alpine/") for p in purls)  # os-release is alpine's now
+    assert not any(p.startswith("pkg:pypi/packaging@") for p in purls)  # whited out
+    assert not any("base-files" in p for p in purls)  # status.d whited out
+    skipped = [p["value"] for p in document["metadata"]["properties"]]
+    assert any("broken/package.json" in value for value in skipped)

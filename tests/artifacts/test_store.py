@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from immutrail.artifacts import oci
+from immutrail.artifacts import store as store_module
 from immutrail.artifacts.digests import sha256_digest
 from immutrail.artifacts.errors import (
     BlobVerificationError,
@@ -18,7 +19,7 @@ from immutrail.artifacts.errors import (
     TagConflictError,
 )
 from immutrail.artifacts.oci import Descriptor
-from immutrail.artifacts.store import Store
+from immutrail.artifacts.store import IndexEditor, Stage, Store
 
 
 def put_image(store: Store, payload: bytes, tag: str | None = None) -> Descriptor:
@@ -196,3 +197,97 @@ def test_resolve_unknown(store: Store) -> None:
     with pytest.raises(ValueError, match="not a digest"):
         store.resolve("sha256:ABC")
     assert not os.listdir(store.root / ".tmp")
+
+
+def staged_image(stage: Stage, payload: bytes) -> tuple[Descriptor, Descriptor]:
+    """An image and an artifact about it, staged together but not committed (for commit_many)."""
+    layer = stage.put(payload, oci.LAYER_TAR)
+    config = stage.put(b"{}", oci.CONFIG)
+    image = {"schemaVersion": 2, "mediaType": oci.MANIFEST, "config": config.to_dict()}
+    image["layers"] = [layer.to_dict()]
+    manifest = stage.put(oci.encode(image), oci.MANIFEST)
+    note = stage.put(b'{"note": 1}', "application/json")
+    artifact = {
+        "schemaVersion": 2,
+        "mediaType": oci.MANIFEST,
+        "artifactType": "application/vnd.example.note",
+        "config": oci.empty_config().to_dict(),
+        "layers": [note.to_dict()],
+        "subject": manifest.to_dict(),
+    }
+    stage.put(oci.EMPTY_JSON, oci.EMPTY)
+    referrer = stage.put(
+        oci.encode(artifact), oci.MANIFEST, artifact_type="application/vnd.example.note"
+    )
+    return manifest, referrer
+
+
+def test_commit_many_lists_an_image_and_its_referrers_in_one_index_write(store: Store) -> None:
+    writes: list[int] = []
+    real = store._write_json
+
+    def counting(name: str, value: dict[str, object]) -> None:
+        writes.append(len(value.get("manifests", [])))  # type: ignore[arg-type]
+        real(name, value)
+
+    store._write_json = counting  # type: ignore[method-assign]
+    with store.stage() as stage:
+        manifest, referrer = staged_image(stage, b"layer")
+        store.commit_many(stage, [(manifest, "app:1"), (referrer, None)])
+    assert writes == [2]  # one write, naming both
+    assert store.resolve("app:1").digest == manifest.digest
+    assert [d.digest for d in store.referrers(manifest.digest)] == [referrer.digest]
+
+
+@pytest.mark.parametrize("failure", ["hook", "tag-in-batch", "tag-in-index", "second-add"])
+def test_commit_many_failing_midway_leaves_the_index_unchanged(
+    store: Store, failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_image(store, b"older", tag="app:1")
+    index_before = (store.root / "index.json").read_bytes()
+    stage = store.stage()
+    manifest, referrer = staged_image(stage, b"newer")
+    batch: list[tuple[Descriptor, str | None]] = [(manifest, "app:2"), (referrer, None)]
+    hook = None
+    if failure == "hook":
+
+        def hook() -> None:  # the ledger append, failing
+            raise OSError("disk full while recording")
+
+        expected: type[Exception] = OSError
+    elif failure == "tag-in-batch":
+        batch.append((referrer, "app:2"))
+        expected = TagConflictError
+    elif failure == "tag-in-index":
+        batch[0] = (manifest, "app:1")
+        expected = TagConflictError
+    else:
+        calls = []
+        add = IndexEditor.add
+
+        def add_then_fail(
+            self: IndexEditor, descriptor: Descriptor, tag: str | None = None
+        ) -> None:
+            calls.append(descriptor)
+            if len(calls) == 2:
+                raise StoreError("failed after the image, before its referrer")
+            add(self, descriptor, tag)
+
+        monkeypatch.setattr(IndexEditor, "add", add_then_fail)
+        expected = StoreError
+    with stage, pytest.raises(expected):
+        store.commit_many(stage, batch, hook)
+    assert (store.root / "index.json").read_bytes() == index_before
+    assert [r.tags for r in store.list(include_referrers=True)] == [("app:1",)]
+    if failure.startswith("tag"):  # refused before anything was published
+        assert not store.has_blob(manifest.digest)
+
+
+def test_an_oversized_index_is_refused(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    put_image(store, b"layer", tag="app:1")
+    size = (store.root / "index.json").stat().st_size
+    monkeypatch.setattr(store_module, "MAX_INDEX_BYTES", size)
+    assert [r.tags for r in store.list()] == [("app:1",)]  # exactly at the limit: read
+    monkeypatch.setattr(store_module, "MAX_INDEX_BYTES", size - 1)
+    with pytest.raises(StoreError, match="larger than"):
+        store.list()

@@ -45,6 +45,7 @@ class BuildFacts:
     digest: str
     name: str
     commit: str
+    branch: str | None
     repository: str
     definition_path: str
     dirty: bool
@@ -87,14 +88,14 @@ def builder_id(ledger: Ledger) -> str:
 
 def attach_build_attestations(
     facts: BuildFacts,
-    layer_paths: list[Path],
+    rootfs: RootFS,
     store: Store,
     ledger: Ledger,
     home: Path,
     actor: str,
 ) -> Attached:
+    """Attach the SBOM of ``rootfs`` (the image's merged tree) and the signed provenance."""
     key = builder_key(home, ledger, actor)
-    rootfs = RootFS.from_layers(layer_paths)
     sbom = generate_sbom(
         rootfs,
         facts.name,
@@ -118,6 +119,7 @@ def attach_build_attestations(
         definition_path=facts.definition_path,
         repo_uri=facts.repository,
         commit=facts.commit,
+        source_ref=f"refs/heads/{facts.branch}" if facts.branch else None,
         base_image_digest=None if facts.base == "scratch" else facts.base,
         input_files=facts.input_files,
         started_on=facts.started,

@@ -8,8 +8,12 @@ and only then does index.json name the image. Bad input therefore leaves the sto
 untouched, and the store never lists an image the ledger does not know.
 
 Reproducibility: the files come from the commit (not the work tree), all times are the commit
-time (or ``SOURCE_DATE_EPOCH``), and nothing of the host (user, umask, mtimes, paths, clock) enters
-a layer, the config or the manifest. Two clones of a commit give one digest.
+time (or the ``source_date_epoch`` given, else ``SOURCE_DATE_EPOCH``), and nothing of the host
+(user, umask, mtimes, paths, clock) enters a layer, the config or the manifest. Two clones of a
+commit give one digest.
+
+The SBOM is made from the tree the layers form, merged while they are written (a
+:class:`~.rootfs.TreeMerger` told every header): the finished layers are never read back.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 from immutrail import __version__
 from immutrail.ledger.event import Event
 from immutrail.ledger.home import open_ledger
+from immutrail.ledger.ledger import Ledger
 
 from . import git, oci
 from .attestations import BuildFacts, attach_build_attestations
@@ -36,10 +41,11 @@ from .definition import ImageDefinition, parse_definition
 from .errors import ArtifactInputError, SourceError
 from .imageconfig import BuiltLayer, SourceInfo, image_config, image_manifest
 from .layerplan import LayerPlan, plan_layer
-from .layers import write_layer
+from .layers import Kind, write_layer
 from .oci import Descriptor
+from .rootfs import TreeMerger
 from .sources import GitCommitTree, SourceTree, WorkTree
-from .store import STORE_DIR, Store
+from .store import STORE_DIR, Stage, Store
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +114,15 @@ def default_actor() -> str:
     return "user:" + (_ACTOR_CLEAN_RE.sub("_", name) or "unknown")
 
 
-def source_epoch(commit_time: int) -> int:
-    """``SOURCE_DATE_EPOCH`` when set (reproducible-builds.org), else the commit time."""
+def source_epoch(commit_time: int, explicit: int | None = None) -> int:
+    """``explicit`` when given, else ``SOURCE_DATE_EPOCH`` when set (reproducible-builds.org),
+    else the commit time."""
+    if explicit is not None:
+        if isinstance(explicit, bool) or not isinstance(explicit, int) or explicit < 0:
+            raise ArtifactInputError(
+                f"source_date_epoch={explicit!r} is not a non-negative integer"
+            )
+        return explicit
     value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     if not value:
         return commit_time
@@ -177,10 +190,13 @@ def build(
     actor: str | None = None,
     observer: BuildObserver | None = None,
     db: str | None = None,
+    source_date_epoch: int | None = None,
 ) -> BuildResult:
     """Build the image that ``definition_path`` describes into ``home``'s store; record it.
 
     ``db`` is the ledger database URL when it is not the one recorded in ``home``.
+    ``source_date_epoch`` is the time of every entry, the config and the SBOM (Unix seconds);
+    without it, ``$SOURCE_DATE_EPOCH``, else the commit time.
     """
     started = datetime.now(UTC)
     observer = observer or _Silent()
@@ -190,34 +206,26 @@ def build(
     root = git.find_root(definition_path.parent if definition_path.parent.parts else Path("."))
     relative = _definition_path(root, definition_path)
     state = git.inspect(root)
-    epoch = source_epoch(state.commit_time)
-    with _open_tree(state, allow_dirty) as tree:
-        data = tree.read_small(relative)
-        definition = parse_definition(data, str(definition_path))
-        files = tree.files()
-        plans = [
-            plan_layer(i, spec, files, tree.description) for i, spec in enumerate(definition.layers)
-        ]
-        ledger = open_ledger(home, db)
-        try:
+    epoch = source_epoch(state.commit_time, source_date_epoch)
+    ledger: Ledger | None = None
+    try:
+        with _open_tree(state, allow_dirty) as tree:
+            data = tree.read_small(relative)
+            definition = parse_definition(data, str(definition_path))
+            files = tree.files()
+            plans = [
+                plan_layer(i, spec, files, tree.description)
+                for i, spec in enumerate(definition.layers)
+            ]
+            ledger = open_ledger(home, db)
             base_layers, base_config = _base(home, definition)
             source = SourceInfo(state.commit, relative, epoch, state.dirty, state.source_url)
             store = Store.for_home(home, create=True)
+            merged = TreeMerger()
+            for base_layer in base_layers:
+                merged.apply_layer(store.blob_path(base_layer.digest))
             with store.stage() as stage:
-                built: list[BuiltLayer] = []
-                inputs: dict[str, str] = {}
-                for plan in plans:
-                    observer.layer_started(plan.index, len(plans), plan.description)
-                    with stage.writer() as sink:
-                        result = write_layer(plan.entries, sink, epoch)
-                    inputs.update(result.inputs)
-                    layer = BuiltLayer(
-                        Descriptor(oci.LAYER_GZIP, sink.digest, sink.size),
-                        result.diff_id,
-                        _created_by(plan),
-                    )
-                    built.append(layer)
-                    observer.layer_finished(plan.index, layer)
+                built, inputs = _write_layers(plans, tree, store, stage, merged, epoch, observer)
                 config = image_config(definition, built, source, base_config)
                 config_desc = stage.put(oci.encode(config), oci.CONFIG)
                 layers = [*base_layers, *(b.descriptor for b in built)]
@@ -233,46 +241,73 @@ def build(
                     appended.append(ledger.append(event).index)
 
                 store.commit(stage, manifest_desc, tag, record)
-            facts = BuildFacts(
-                digest=manifest_desc.digest,
-                name=tag or manifest_desc.digest,
-                commit=state.commit,
-                repository=state.source_url or f"file://{state.root.resolve()}",
-                definition_path=relative,
-                dirty=state.dirty,
-                base=definition.base,
-                source_epoch=epoch,
-                input_files=dict(sorted(inputs.items())),
-                started=started,
-                finished=datetime.now(UTC),
-            )
-            attached = attach_build_attestations(
-                facts,
-                [store.blob_path(layer.digest) for layer in layers],
-                store,
-                ledger,
-                home,
-                actor,
-            )
-            return BuildResult(
-                digest=manifest_desc.digest,
-                manifest=manifest_desc,
-                config=config_desc,
-                layers=tuple(layers),
-                built=tuple(built),
-                tag=tag,
-                commit=state.commit,
-                dirty=state.dirty,
-                definition_path=relative,
-                ledger_index=appended[0],
-                store_root=store.root,
-                input_files=dict(sorted(inputs.items())),
-                base=definition.base,
-                sbom=attached.sbom,
-                provenance=attached.provenance,
-            )
-        finally:
+        # the tree is closed: its file list and the layers' entries can go before the
+        # attestations, which hold a statement about every input file at once
+        del tree, files, plans
+        facts = BuildFacts(
+            digest=manifest_desc.digest,
+            name=tag or manifest_desc.digest,
+            commit=state.commit,
+            branch=state.branch,
+            repository=state.source_url or f"file://{state.root.resolve()}",
+            definition_path=relative,
+            dirty=state.dirty,
+            base=definition.base,
+            source_epoch=epoch,
+            input_files=dict(sorted(inputs.items())),
+            started=started,
+            finished=datetime.now(UTC),
+        )
+        attached = attach_build_attestations(facts, merged.result(), store, ledger, home, actor)
+        return BuildResult(
+            digest=manifest_desc.digest,
+            manifest=manifest_desc,
+            config=config_desc,
+            layers=tuple(layers),
+            built=tuple(built),
+            tag=tag,
+            commit=state.commit,
+            dirty=state.dirty,
+            definition_path=relative,
+            ledger_index=appended[0],
+            store_root=store.root,
+            input_files=dict(sorted(inputs.items())),
+            base=definition.base,
+            sbom=attached.sbom,
+            provenance=attached.provenance,
+        )
+    finally:
+        if ledger is not None:
             ledger.close()
+
+
+def _write_layers(
+    plans: Sequence[LayerPlan],
+    tree: SourceTree,
+    store: Store,
+    stage: Stage,
+    merged: TreeMerger,
+    epoch: int,
+    observer: BuildObserver,
+) -> tuple[list[BuiltLayer], dict[str, str]]:
+    """Write every layer into ``stage`` (telling ``merged`` each header); the layers and every
+    repository file read, with its SHA-256 hex."""
+    built: list[BuiltLayer] = []
+    inputs: dict[str, str] = {}
+    for plan in plans:
+        observer.layer_started(plan.index, len(plans), plan.description)
+        reads = [e.source for e in plan.entries if e.kind is Kind.FILE]
+        merged.begin_layer(Path(f"layers[{plan.index}]"))
+        with tree.prefetch(reads), stage.writer() as sink:
+            result = write_layer(plan.entries, sink, epoch, merged)
+        merged.end_layer(store.blob_path(sink.digest), sink.digest, result.diff_id)
+        inputs.update(result.inputs)
+        layer = BuiltLayer(
+            Descriptor(oci.LAYER_GZIP, sink.digest, sink.size), result.diff_id, _created_by(plan)
+        )
+        built.append(layer)
+        observer.layer_finished(plan.index, layer)
+    return built, inputs
 
 
 def _payload(
@@ -299,6 +334,11 @@ def _payload(
         ],
         "source_date_epoch": source.epoch,
         "builder": {"immutrail": __version__, "zlib": zlib.ZLIB_RUNTIME_VERSION},
+    }
+    payload["source"] = {
+        "branch": state.branch,
+        "author": state.author_email,
+        "author_name": state.author_name,
     }
     if state.dirty:
         payload["dirty_paths"] = list(state.dirty_paths[:MAX_DIRTY_IN_EVENT])

@@ -30,6 +30,11 @@ class RepoState:
     dirty_paths: tuple[str, ...]
     source_url: str | None
     """The ``origin`` remote as a credential-free https URL; None when absent or a local path."""
+    branch: str | None = None
+    """The branch HEAD is on (``main``); None for a detached HEAD."""
+    author_email: str | None = None
+    """The commit author's e-mail address, for separation of duties at the gate."""
+    author_name: str | None = None
 
     @property
     def dirty(self) -> bool:
@@ -82,7 +87,12 @@ def inspect(root: Path) -> RepoState:
         raise SourceError(f"{root} has no commit yet: commit the definition first") from exc
     if not _COMMIT_RE.fullmatch(commit):
         raise SourceError(f"unexpected commit id {commit!r} from git")
-    stamp = run_git(root, "log", "-1", "--format=%ct", commit).decode().strip()
+    stamp, author_email, author_name = (
+        run_git(root, "log", "-1", "--format=%ct%x00%ae%x00%an", commit)
+        .decode("utf-8", "replace")
+        .strip()
+        .split("\0")
+    )
     status = run_git(root, "status", "--porcelain=v1", "-z", "--untracked-files=all")
     return RepoState(
         root=root,
@@ -90,7 +100,18 @@ def inspect(root: Path) -> RepoState:
         commit_time=int(stamp),
         dirty_paths=_status_paths(status),
         source_url=_origin(root),
+        branch=_branch(root),
+        author_email=author_email or None,
+        author_name=author_name or None,
     )
+
+
+def _branch(root: Path) -> str | None:
+    try:
+        ref = run_git(root, "symbolic-ref", "-q", "HEAD").decode().strip()
+    except SourceError:  # detached HEAD: built from a commit that no branch names here
+        return None
+    return ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else None
 
 
 def _status_paths(status: bytes) -> tuple[str, ...]:

@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from .definition import LayerSpec
 from .errors import SourceError
 from .globs import Excluder
-from .layers import DIR_MODE, EXEC_MODE, FILE_MODE, LINK_MODE, Entry, Kind
+from .layers import (
+    DIR_MODE,
+    EXEC_MODE,
+    FILE_MODE,
+    LINK_MODE,
+    CompleteEntries,
+    Entry,
+    Kind,
+    complete,
+)
 from .sources import SourceFile, SourceKind
 
 
@@ -24,7 +33,8 @@ from .sources import SourceFile, SourceKind
 class LayerPlan:
     index: int
     spec: LayerSpec
-    entries: tuple[Entry, ...]
+    entries: CompleteEntries
+    """Every entry, parent directories included, in the order the layer holds them."""
 
     @property
     def description(self) -> str:
@@ -46,7 +56,7 @@ def plan_layer(index: int, spec: LayerSpec, files: Sequence[SourceFile], where: 
             )
         if not dest:
             raise SourceError(f"{label}: a single file cannot be the image root /")
-        return LayerPlan(index, spec, (_file_entry(single, dest, spec, uid, gid),))
+        return LayerPlan(index, spec, complete([_file_entry(single, dest, spec, uid, gid)]))
 
     prefix = "" if spec.source == "." else spec.source + "/"
     excluder = Excluder(spec.exclude)
@@ -84,7 +94,7 @@ def plan_layer(index: int, spec: LayerSpec, files: Sequence[SourceFile], where: 
         entries.append(Entry(target, Kind.DIRECTORY, DIR_MODE, uid, gid))
     if dest:
         entries.append(Entry(dest, Kind.DIRECTORY, DIR_MODE, uid, gid))
-    return LayerPlan(index, spec, tuple(entries))
+    return LayerPlan(index, spec, complete(entries))
 
 
 def _file_entry(source: SourceFile, target: str, spec: LayerSpec, uid: int, gid: int) -> Entry:

@@ -61,6 +61,7 @@ __all__ = [
     "read_provenance",
     "rfc3339",
     "sign_provenance",
+    "split_source_uri",
     "validate_statement",
     "verify_attestation",
     "verify_provenance",
@@ -152,6 +153,17 @@ def _sha256_hex(value: str, what: str) -> str:
 def _git_uri(repo_uri: str, ref: str | None) -> str:
     uri = repo_uri if repo_uri.startswith("git+") else f"git+{repo_uri}"
     return f"{uri}@{ref}" if ref else uri
+
+
+def split_source_uri(uri: str) -> tuple[str, str | None]:
+    """``git+URL@refs/heads/main`` -> (``URL``, ``refs/heads/main``); the ref may be absent.
+
+    Only an ``@refs/…`` suffix is a ref: an ``@`` elsewhere belongs to the URL (``git@host``).
+    """
+    base, at, ref = uri.removeprefix("git+").rpartition("@")
+    if at and ref.startswith("refs/"):
+        return base, ref
+    return uri.removeprefix("git+"), None
 
 
 def build_provenance(

@@ -11,8 +11,8 @@ repository, the commit, the repository's public URL (None for a local repository
 2. clones it into a temporary folder (``git clone --no-checkout`` then ``git checkout COMMIT``)
    and points ``origin`` at the recorded URL (or removes it), since the URL is in the manifest;
 3. builds with the ordinary builder into a temporary home with its own temporary ledger (so the
-   real ledger gets no second ``artifact.built``), with ``SOURCE_DATE_EPOCH`` set to the recorded
-   value and the base image, if any, copied from the real store;
+   real ledger gets no second ``artifact.built``), with the recorded ``source_date_epoch`` passed
+   to the builder and the base image, if any, copied from the real store;
 4. compares the manifests; when they differ it names each part that differs: the config (and
    the JSON paths inside it), each layer (and whether only its compression differs, i.e. same
    diff_id, or its content), the number of layers, the manifest annotations;
@@ -21,15 +21,12 @@ repository, the commit, the repository's public URL (None for a local repository
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
 import tempfile
-import threading
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +43,7 @@ from .digests import check_digest
 from .errors import ArtifactError, ArtifactInputError, NotFoundError
 from .git import run_git
 from .oci import Descriptor
-from .provenance import IN_TOTO_PAYLOAD_TYPE, read_provenance
+from .provenance import IN_TOTO_PAYLOAD_TYPE, read_provenance, split_source_uri
 from .store import STORE_DIR, Store
 
 __all__ = [
@@ -61,7 +58,6 @@ log = logging.getLogger(__name__)
 
 EVENT_REBUILD_VERIFIED = "artifact.rebuild-verified"
 MAX_JSON_PATHS = 12
-_EPOCH_LOCK = threading.Lock()
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -125,8 +121,7 @@ def _provenance_source(home: Path, digest: str) -> str | None:
             del manifest
             summary = read_provenance(store.read_blob(blobs[1].digest))
             if summary.source_uri:
-                uri = summary.source_uri.removeprefix("git+")
-                return uri
+                return split_source_uri(summary.source_uri)[0]
     except (ArtifactError, IndexError) as exc:
         log.info("no usable provenance for %s: %s", digest, exc)
     return None
@@ -156,24 +151,6 @@ def _copy_image(source: Store, target: Store, digest: str) -> None:
                 while chunk := reader.read(1024 * 1024):
                     writer.write(chunk)
         target.commit(stage, record.descriptor)
-
-
-@contextlib.contextmanager
-def _source_date_epoch(value: object) -> Iterator[None]:
-    """``SOURCE_DATE_EPOCH`` as recorded, for the builder, which reads it from the environment."""
-    with _EPOCH_LOCK:
-        before = os.environ.get("SOURCE_DATE_EPOCH")
-        if isinstance(value, int) and not isinstance(value, bool):
-            os.environ["SOURCE_DATE_EPOCH"] = str(value)
-        else:
-            os.environ.pop("SOURCE_DATE_EPOCH", None)
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop("SOURCE_DATE_EPOCH", None)
-            else:
-                os.environ["SOURCE_DATE_EPOCH"] = before
 
 
 @dataclass(frozen=True)
@@ -344,6 +321,11 @@ def rebuild_verify(
                 "give it with --repo PATH"
             )
         dirty = payload.get("dirty") is True
+        epoch = payload.get("source_date_epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise RebuildError(
+                f"the {EVENT_BUILT} event {built_index} has no valid source_date_epoch"
+            )
         store_path = home / STORE_DIR
         real_store = Store.open(store_path) if (store_path / "oci-layout").exists() else None
         recorded = (
@@ -363,8 +345,7 @@ def rebuild_verify(
                 if real_store is None:
                     raise NotFoundError(f"the base image {base} is not in the store")
                 _copy_image(real_store, Store.for_home(temp_home, create=True), base)
-            with _source_date_epoch(payload.get("source_date_epoch")):
-                result = build(checkout / definition, temp_home, actor=actor)
+            result = build(checkout / definition, temp_home, actor=actor, source_date_epoch=epoch)
             rebuilt = _load(Store.for_home(temp_home), result.digest)
         builder = payload.get("builder")
         differences = (

@@ -11,8 +11,8 @@ an OCI index under the tag ``sha256-<hex of the subject>``, merged with what is 
 its bytes against the digest, fetches every blob into the store's staging area while hashing it,
 then the referrers (API or fallback tag), each verified the same way and each required to name
 the image as its subject. Only when everything matched are the blobs published, the
-``artifact.pulled`` event appended, and index.json updated; any mismatch leaves the store as it
-was.
+``artifact.pulled`` event appended, and index.json updated, once, naming the image and all its
+referrers together (``Store.commit_many``); any mismatch leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -592,14 +592,7 @@ def pull(
             event = Event.create(EVENT_PULLED, actor, top.digest, payload)
             appended.append(ledger.append(event).index)
 
-        with store.edit_index() as index:
-            if tag is not None:
-                index.check_tag(tag, top.digest)
-            stage.publish()
-            record()
-            index.add(top, tag)
-            for referrer in found:
-                index.add(referrer)
+        store.commit_many(stage, [(top, tag), *((r, None) for r in found)], record)
     log.info("pulled %s from %s", top.digest, source)
     return PullResult(
         digest=top.digest,

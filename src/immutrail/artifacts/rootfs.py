@@ -22,6 +22,11 @@ and the entry: absolute paths, ``..`` components, device nodes, hard links to no
 links whose relative target climbs out of the root, entries written through a symbolic link or
 below a non-directory, and a path that appears twice in one layer (extractors disagree on which
 copy wins, which is exactly what someone hiding a file from a scanner wants).
+
+A builder that has just written a layer need not read it back: :class:`TreeMerger` takes the tar
+headers it wrote, with each file's digest and (when :meth:`TreeMerger.keeps_content` says so) its
+content, and applies them by the same rules; :func:`premerged` lets ``RootFS.from_layers`` of those
+layer files return that tree.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import logging
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
@@ -56,6 +61,7 @@ __all__ = [
     "RootFSLimitError",
     "ShadowReason",
     "ShadowedEntry",
+    "TreeMerger",
     "UnsafeEntryError",
     "glob_to_regex",
 ]
@@ -98,6 +104,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1024 * 1024
 _IMPLICIT_DIR_MODE = 0o755
+_WRITTEN = Path("(a layer being written)")
 
 
 class RootFSError(ArtifactError):
@@ -225,12 +232,16 @@ class RootFS:
         max_entries: int = DEFAULT_MAX_ENTRIES,
     ) -> RootFS:
         """Merge the layer tarballs at ``layer_paths``, bottom layer first."""
-        merger = _Merger(content_patterns, max_content_bytes, max_total_content_bytes, max_entries)
-        for index, layer_path in enumerate(layer_paths):
-            merger.apply_layer(index, Path(layer_path))
-        return cls(
-            merger.entries, merger.contents, merger.unretained, merger.shadowed, merger.layers
+        paths = tuple(Path(p) for p in layer_paths)
+        merger = TreeMerger(
+            content_patterns=content_patterns,
+            max_content_bytes=max_content_bytes,
+            max_total_content_bytes=max_total_content_bytes,
+            max_entries=max_entries,
         )
+        for layer_path in paths:
+            merger.apply_layer(layer_path)
+        return merger.result()
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -260,7 +271,10 @@ class RootFS:
     def glob(self, pattern: str) -> list[str]:
         """Sorted paths matching ``pattern`` (``*``/``?`` within a component, ``**/`` across)."""
         regex = glob_to_regex(pattern)
-        return [path for path in self._entries if regex.fullmatch(path)]
+        # what follows the last wildcard is literal, so every match ends with it: a cheap test
+        # that spares the regex most of a big image's paths (the SBOM globs each of them often)
+        tail = re.split(r"[*?\[\]]", pattern)[-1]
+        return [path for path in self._entries if path.endswith(tail) and regex.fullmatch(path)]
 
     def resolve(self, path: str) -> str:
         """``path`` with every symbolic link followed, inside the root as a chroot would."""
@@ -391,23 +405,39 @@ class _HashingReader:
         return f"sha256:{self._hash.hexdigest()}"
 
 
-class _Merger:
-    """The mutable state while layers are applied; RootFS is the frozen result."""
+ContentReader = Callable[[bool], tuple[str, bytes | None]]
+"""Given whether the content is to be kept: the file's SHA-256 hex and its content (or None)."""
+
+
+class TreeMerger:
+    """Applies layers, bottom first, to a merged tree; :meth:`result` is the :class:`RootFS`.
+
+    A layer comes from a tar file (:meth:`apply_layer`) or, while a builder writes it, from the
+    headers it writes (:meth:`begin_layer`, :meth:`apply_written`, :meth:`end_layer`): both go
+    through the same rules, so both give the same tree.
+    """
 
     def __init__(
         self,
-        patterns: Sequence[str],
-        max_content_bytes: int,
-        max_total_content_bytes: int,
-        max_entries: int,
+        *,
+        content_patterns: Sequence[str] = DEFAULT_CONTENT_PATTERNS,
+        max_content_bytes: int = DEFAULT_MAX_CONTENT_BYTES,
+        max_total_content_bytes: int = DEFAULT_MAX_TOTAL_CONTENT_BYTES,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
     ):
-        self._patterns = tuple(glob_to_regex(p) for p in patterns)
+        # one alternation instead of a loop over patterns: asked once or twice for every entry
+        self._wanted_re = (
+            re.compile("|".join(f"(?:{glob_to_regex(p).pattern})" for p in content_patterns))
+            if content_patterns
+            else None
+        )
         self._max_content = max_content_bytes
         self._max_total = max_total_content_bytes
         self._max_entries = max_entries
         self._total_content = 0
         self._entries_read = 0
         self._explicit: set[str] = set()
+        self._written: tuple[int, Path, int] | None = None
         self.entries: dict[str, FileEntry] = {}
         self.children: dict[str, set[str]] = {}
         self.contents: dict[str, bytes] = {}
@@ -415,9 +445,14 @@ class _Merger:
         self.shadowed: list[ShadowedEntry] = []
         self.layers: list[LayerInfo] = []
 
+    def result(self) -> RootFS:
+        return RootFS(self.entries, self.contents, self.unretained, self.shadowed, self.layers)
+
     # -- reading ---------------------------------------------------------------------------
 
-    def apply_layer(self, index: int, path: Path) -> None:
+    def apply_layer(self, path: Path) -> None:
+        """Read the layer tarball at ``path`` (gzip or plain) as the next layer up."""
+        index = len(self.layers)
         try:
             raw = path.open("rb")
         except OSError as exc:
@@ -440,13 +475,9 @@ class _Merger:
                 with tarfile.open(fileobj=tar_stream, mode="r|") as tar:  # type: ignore[call-overload]
                     for member in tar:
                         count += 1
-                        self._entries_read += 1
-                        if self._entries_read > self._max_entries:
-                            raise RootFSLimitError(
-                                f"layer {path}: more than {self._max_entries} entries in the image"
-                            )
+                        self._count_entry(path)
                         last = member.name
-                        self._apply_member(index, path, tar, member)
+                        self._apply_member(index, path, member, _tar_content(tar, member))
                         tar.members.clear()  # a stream needs no index; keeps memory flat
                 tar_stream.drain()
                 blob.drain()
@@ -456,8 +487,53 @@ class _Merger:
                 ) from exc
         self.layers.append(LayerInfo(path, blob.digest, tar_stream.digest, compression, count))
 
+    def begin_layer(self, name: Path) -> None:
+        """Start the next layer from written headers; ``name`` stands for it in errors."""
+        if self._written is not None:
+            raise RuntimeError("the previous written layer was not ended")
+        self._explicit = set()
+        self._written = (len(self.layers), name, 0)
+
+    def keeps_content(self, path: str, size: int) -> bool:
+        """Whether :meth:`apply_written` of a regular file ``path`` of ``size`` bytes will want
+        its content (ask just before, so that the budget is the one it will see)."""
+        return self._content_decision(_normalise(_WRITTEN, path, path), size)[0]
+
+    def apply_written(
+        self, member: tarfile.TarInfo, sha256: str | None, content: bytes | None
+    ) -> None:
+        """Apply one header just written; a regular file comes with its SHA-256 hex and, when
+        :meth:`keeps_content` said so, its content."""
+        if self._written is None:
+            raise RuntimeError("begin_layer() first")
+        index, name, count = self._written
+        self._written = (index, name, count + 1)
+        self._count_entry(name)
+
+        def known(keep: bool) -> tuple[str, bytes | None]:
+            if sha256 is None or (keep and content is None):
+                raise ValueError(f"{member.name!r}: the written content was not reported")
+            return sha256, content if keep else None
+
+        self._apply_member(index, name, member, known)
+
+    def end_layer(self, path: Path, digest: str, diff_id: str) -> None:
+        """The written layer is complete: ``path``, ``digest`` and ``diff_id`` are the blob's."""
+        if self._written is None:
+            raise RuntimeError("begin_layer() first")
+        _, _, count = self._written
+        self._written = None
+        self.layers.append(LayerInfo(path, digest, diff_id, "gzip", count))
+
+    def _count_entry(self, layer_path: Path) -> None:
+        self._entries_read += 1
+        if self._entries_read > self._max_entries:
+            raise RootFSLimitError(
+                f"layer {layer_path}: more than {self._max_entries} entries in the image"
+            )
+
     def _apply_member(
-        self, layer: int, layer_path: Path, tar: tarfile.TarFile, member: tarfile.TarInfo
+        self, layer: int, layer_path: Path, member: tarfile.TarInfo, read: ContentReader
     ) -> None:
         name = member.name
         path = _normalise(layer_path, name, name)
@@ -517,7 +593,19 @@ class _Merger:
                 path, EntryType.FIFO, mode, member.uid, member.gid, 0, None, None, layer
             )
         elif member.isreg():
-            entry, content, why_not = self._read_file(layer, tar, member, path, mode)
+            keep, why_not = self._content_decision(path, member.size)
+            sha256, content = read(keep)
+            entry = FileEntry(
+                path,
+                EntryType.FILE,
+                mode,
+                member.uid,
+                member.gid,
+                member.size,
+                sha256,
+                None,
+                layer,
+            )
         else:
             raise UnsafeEntryError(layer_path, name, f"unsupported tar entry type {member.type!r}")
         if existing is not None:
@@ -538,42 +626,20 @@ class _Merger:
         elif why_not is not None:
             self.unretained[path] = why_not
 
-    def _read_file(
-        self, layer: int, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str, mode: int
-    ) -> tuple[FileEntry, bytes | None, str | None]:
-        """The entry, its content when it is to be kept, or why wanted content is not kept."""
+    def _content_decision(self, path: str, size: int) -> tuple[bool, str | None]:
+        """Whether a regular file's content is kept, or why wanted content is not."""
         wanted = self._wanted(path)
-        keep = wanted and member.size <= self._max_content
+        keep = wanted and size <= self._max_content
         why_not: str | None = None
-        if keep and self._total_content + member.size > self._max_total:
+        if keep and self._total_content + size > self._max_total:
             keep = False
             why_not = f"the content budget of {self._max_total} bytes for all kept files is spent"
         elif wanted and not keep:
             why_not = f"larger than {self._max_content} bytes"
-        digest = hashlib.sha256()
-        buffer = bytearray() if keep else None
-        source = tar.extractfile(member)
-        if source is None:  # pragma: no cover - isreg() members always have a file object
-            raise tarfile.ReadError(f"no content for {member.name!r}")
-        while chunk := source.read(_CHUNK):
-            digest.update(chunk)
-            if buffer is not None:
-                buffer += chunk
-        entry = FileEntry(
-            path,
-            EntryType.FILE,
-            mode,
-            member.uid,
-            member.gid,
-            member.size,
-            digest.hexdigest(),
-            None,
-            layer,
-        )
-        return entry, (bytes(buffer) if buffer is not None else None), why_not
+        return keep, why_not
 
     def _wanted(self, path: str) -> bool:
-        return any(regex.fullmatch(path) for regex in self._patterns)
+        return self._wanted_re is not None and self._wanted_re.fullmatch(path) is not None
 
     def _keep(self, path: str, content: bytes) -> None:
         self.contents[path] = content
@@ -654,16 +720,34 @@ class _Merger:
         return False
 
 
+def _tar_content(tar: tarfile.TarFile, member: tarfile.TarInfo) -> ContentReader:
+    def read(keep: bool) -> tuple[str, bytes | None]:
+        digest = hashlib.sha256()
+        buffer = bytearray() if keep else None
+        source = tar.extractfile(member)
+        if source is None:  # pragma: no cover - isreg() members always have a file object
+            raise tarfile.ReadError(f"no content for {member.name!r}")
+        while chunk := source.read(_CHUNK):
+            digest.update(chunk)
+            if buffer is not None:
+                buffer += chunk
+        return digest.hexdigest(), (bytes(buffer) if buffer is not None else None)
+
+    return read
+
+
 def _normalise(layer_path: Path, entry: str, name: str) -> str:
     """The root-relative form of a tar path; UnsafeEntryError for anything that could escape."""
     if "\x00" in name:
         raise UnsafeEntryError(layer_path, entry, "the path contains a NUL byte")
     if name.startswith("/"):
         raise UnsafeEntryError(layer_path, entry, f"absolute path {name!r}")
-    parts = [part for part in name.split("/") if part not in ("", ".")]
+    split = name.split("/")
+    parts = [part for part in split if part not in ("", ".")]
     if ".." in parts:
         raise UnsafeEntryError(layer_path, entry, f"path {name!r} has a '..' component")
-    return "/".join(parts)
+    # the name itself when it is already normal: one string per path, not two, in big trees
+    return name if len(parts) == len(split) else "/".join(parts)
 
 
 def _climbs_out(parent: str, target: str) -> bool:

@@ -4,13 +4,22 @@ Both list exactly what git would put in the commit, so the choice of tree never 
 files are in an image: ignored files (``.env``, build output) are never picked up, clean or dirty.
 A clean build reads blobs from git's object store, not from the work tree, so a smudge filter, a
 checkout with other line endings or a file touched after ``git status`` cannot change the image.
+
+Blobs are read through ``git cat-file --batch``. One request and its answer per file would cost a
+round trip between two processes per file (a tenth of a build of many small files), so a layer's
+blobs are announced up front (:meth:`SourceTree.prefetch`): a thread writes all their ids to a
+``git cat-file --batch --buffer`` and the layer writer reads the answers in the same order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
 import subprocess
+import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +33,7 @@ from .git import git_env, run_git
 from .layers import Opener
 
 READ_CHUNK = 1024 * 1024
+PIPE_BUFFER = 1024 * 1024
 MAX_DEFINITION_BYTES = 1024 * 1024
 
 
@@ -34,7 +44,7 @@ class SourceKind(StrEnum):
     """A gitlink or a nested repository: its content is not part of this repository."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceFile:
     path: str
     """Relative to the repository root, ``/``-separated."""
@@ -43,6 +53,8 @@ class SourceFile:
     size: int = 0
     linkname: str = ""
     open: Opener | None = field(default=None, compare=False)
+    blob: str = ""
+    """The git object id of a file of a commit's tree (empty for the work tree)."""
 
 
 class SourceTree:
@@ -62,6 +74,15 @@ class SourceTree:
             raise SourceError(f"{path} is larger than {limit} bytes")
         with entry.open() as stream:
             return stream.read(entry.size)
+
+    def prefetch(self, paths: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        """Within the block, the files ``paths`` will be opened in this order (one layer's files).
+
+        A tree may use it to read ahead; opening them in another order, or other files, still
+        works, only without that advantage.
+        """
+        del paths
+        return contextlib.nullcontext()
 
     def close(self) -> None:
         """Release what the tree holds (the git process)."""
@@ -100,7 +121,7 @@ class _Exact:
 
 
 class GitCommitTree(SourceTree):
-    """The tree of one commit, read through one ``git cat-file --batch`` process."""
+    """The tree of one commit, read through ``git cat-file --batch`` processes."""
 
     def __init__(self, root: Path, commit: str):
         self.root = root
@@ -108,6 +129,7 @@ class GitCommitTree(SourceTree):
         self.description = f"commit {commit[:12]}"
         self._files: list[SourceFile] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._feed: _BlobFeed | None = None
 
     def files(self) -> Sequence[SourceFile]:
         if self._files is None:
@@ -117,6 +139,7 @@ class GitCommitTree(SourceTree):
     def _list(self) -> list[SourceFile]:
         out = run_git(self.root, "ls-tree", "-r", "-z", "-l", "--full-tree", self.commit)
         files: list[SourceFile] = []
+        links: list[tuple[int, str, int]] = []
         for record in out.split(b"\0"):
             if not record:
                 continue
@@ -128,9 +151,8 @@ class GitCommitTree(SourceTree):
                 continue
             oid_text, length = oid.decode(), int(size)
             if mode == b"120000":
-                with self._open_blob(oid_text, length, path) as stream:
-                    target = os.fsdecode(stream.read(length))
-                files.append(SourceFile(path, SourceKind.SYMLINK, linkname=target))
+                links.append((len(files), oid_text, length))
+                files.append(SourceFile(path, SourceKind.SYMLINK))
             else:
                 files.append(
                     SourceFile(
@@ -138,43 +160,77 @@ class GitCommitTree(SourceTree):
                         SourceKind.FILE,
                         executable=mode == b"100755",
                         size=length,
-                        open=self._opener(oid_text, length, path),
+                        open=_BlobOpener(self, oid_text, length, path),
+                        blob=oid_text,
                     )
                 )
+        if links:  # every link target in one request: a round trip each adds up in big trees
+            targets = self._read_small_blobs([(oid, size, files[i].path) for i, oid, size in links])
+            for (i, _, _), target in zip(links, targets, strict=True):
+                path = files[i].path
+                files[i] = SourceFile(path, SourceKind.SYMLINK, linkname=os.fsdecode(target))
         return files
 
-    def _opener(self, oid: str, size: int, path: str) -> Opener:
-        return lambda: self._open_blob(oid, size, path)
+    def _read_small_blobs(self, wanted: Sequence[tuple[str, int, str]]) -> list[bytes]:
+        """The contents of small blobs (link targets), asked of one ``git cat-file --batch``."""
+        request = b"".join(oid.encode() + b"\n" for oid, _, _ in wanted)
+        out = _run_batch(self.root, request)
+        contents: list[bytes] = []
+        at = 0
+        for oid, size, path in wanted:
+            end = out.find(b"\n", at)
+            header = out[at:end].split() if end >= 0 else []
+            if len(header) != 3 or header[1] != b"blob" or int(header[2]) != size:
+                raise SourceError(f"git cannot read {path} ({oid}) from {self.description}")
+            start, at = end + 1, end + 1 + size + 1
+            if out[at - 1 : at] != b"\n":
+                raise SourceError(f"git cat-file lost step after {path}")
+            contents.append(out[start : at - 1])
+        return contents
+
+    def prefetch(self, paths: Sequence[str]) -> contextlib.AbstractContextManager[None]:
+        return self._prefetching(paths)
+
+    @contextmanager
+    def _prefetching(self, paths: Sequence[str]) -> Iterator[None]:
+        blobs = {f.path: f.blob for f in self.files() if f.kind is SourceKind.FILE}
+        requests = [(blobs[path], path) for path in paths if path in blobs]
+        if self._feed is not None:
+            raise RuntimeError("a prefetch is already running")
+        self._feed = _BlobFeed(self.root, requests)
+        try:
+            yield
+        finally:
+            feed, self._feed = self._feed, None
+            feed.close()
 
     @contextmanager
     def _open_blob(self, oid: str, size: int, path: str) -> Iterator[BinaryIO]:
-        proc = self._batch()
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(oid.encode() + b"\n")
-        proc.stdin.flush()
-        header = proc.stdout.readline().split()
+        feed = self._feed
+        if feed is not None and feed.next_is(oid, path):
+            stdout = feed.take()
+        else:
+            proc = self._batch()
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(oid.encode() + b"\n")
+            proc.stdin.flush()
+            stdout = proc.stdout
+        header = stdout.readline().split()
         if len(header) != 3 or header[1] != b"blob" or int(header[2]) != size:
             raise SourceError(f"git cannot read {path} ({oid}) from {self.description}")
-        reader = _Exact(proc.stdout, size, path, check_end=False)
+        reader = _Exact(stdout, size, path, check_end=False)
         try:
             yield cast(BinaryIO, reader)
         finally:
             while reader.read(READ_CHUNK):  # the caller may stop early; keep the stream in step
                 pass
-            if proc.stdout.read(1) != b"\n":
+            if stdout.read(1) != b"\n":
                 raise SourceError(f"git cat-file lost step after {path}")
         reader.finish()
 
     def _batch(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
-            self._proc = subprocess.Popen(
-                ["git", "cat-file", "--batch"],  # noqa: S607
-                cwd=self.root,
-                env=git_env(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
+            self._proc = _start_batch(self.root)
         return self._proc
 
     def close(self) -> None:
@@ -184,6 +240,94 @@ class GitCommitTree(SourceTree):
             self._proc.stdout.close()
             self._proc.wait()
             self._proc = None
+
+
+class _BlobOpener:
+    """``open`` of one file of a commit: a slotted object, not a closure, as there is one per
+    file of the tree (a closure with its cells costs several times the memory)."""
+
+    __slots__ = ("_oid", "_path", "_size", "_tree")
+
+    def __init__(self, tree: GitCommitTree, oid: str, size: int, path: str):
+        self._tree = tree
+        self._oid = oid
+        self._size = size
+        self._path = path
+
+    def __call__(self) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self._tree._open_blob(self._oid, self._size, self._path)
+
+
+def _start_batch(root: Path, *options: str) -> subprocess.Popen[bytes]:
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - fixed program, arguments are not a shell line
+            ["git", "cat-file", "--batch", *options],  # noqa: S607 - git is found on PATH
+            cwd=root,
+            env=git_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            bufsize=PIPE_BUFFER,
+        )
+    except FileNotFoundError as exc:
+        raise SourceError("git is not installed (immutrail build needs the git command)") from exc
+    assert proc.stdout is not None
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; a hint, not a need
+        # a larger pipe lets git run further ahead of the reader: fewer wake-ups of either
+        fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BUFFER)
+    return proc
+
+
+def _run_batch(root: Path, request: bytes) -> bytes:
+    proc = _start_batch(root)
+    out, _ = proc.communicate(request)
+    if proc.returncode != 0:
+        raise SourceError(f"git cat-file failed in {root} (exit status {proc.returncode})")
+    return out
+
+
+class _BlobFeed:
+    """A ``git cat-file --batch --buffer`` told every blob id up front by a thread.
+
+    git answers in request order, so the reader takes the answers one after the other with no
+    round trip; ``--buffer`` lets git write them in large blocks. The pipe bounds what is read
+    ahead: git waits while the reader is busy, and the thread waits for git.
+    """
+
+    def __init__(self, root: Path, requests: Sequence[tuple[str, str]]):
+        self._pending: deque[tuple[str, str]] = deque(requests)
+        self._proc = _start_batch(root, "--buffer")
+        request = b"".join(oid.encode() + b"\n" for oid, _ in requests)
+        self._writer = threading.Thread(
+            target=self._write, args=(request,), name="git-cat-file-feed", daemon=True
+        )
+        self._writer.start()
+
+    def _write(self, request: bytes) -> None:
+        stdin = self._proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(request)
+            stdin.close()
+        except (OSError, ValueError):  # git is gone: the reader stopped early and closed it
+            return
+
+    def next_is(self, oid: str, path: str) -> bool:
+        return bool(self._pending) and self._pending[0] == (oid, path)
+
+    def take(self) -> IO[bytes]:
+        """The stream positioned at the next answer (which :meth:`next_is` matched)."""
+        self._pending.popleft()
+        assert self._proc.stdout is not None
+        return self._proc.stdout
+
+    def close(self) -> None:
+        if self._pending:
+            self._proc.kill()  # stopped early: what git would still send is not wanted
+        self._proc.wait()
+        self._writer.join()
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
 
 
 class WorkTree(SourceTree):

@@ -12,7 +12,8 @@ Any OCI tool (skopeo, umoci, oras) reads it as it is. Three rules make it trustw
   every read hashes again and fails naming the blob when the bytes do not match;
 * a tag, once written, names one digest forever: re-pointing it is refused;
 * index.json changes under an exclusive ``fcntl`` lock, by write-to-temp, fsync and rename, so two
-  builds at once both land and a crash leaves the old or the new index, never half of one.
+  builds at once both land and a crash leaves the old or the new index, never half of one; an
+  image and its referrers pulled together are listed by one such write (``commit_many``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -304,7 +305,9 @@ class Store:
         path = self.root / "index.json"
         try:
             with path.open("rb") as stream:
-                data = stream.read(MAX_INDEX_BYTES + 1)
+                # read(n) allocates n bytes first: ask for the file's size, not for the limit
+                size = min(os.fstat(stream.fileno()).st_size, MAX_INDEX_BYTES)
+                data = stream.read(size + 1)
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
         if len(data) > MAX_INDEX_BYTES:
@@ -440,15 +443,37 @@ class Store:
         runs after the blobs are in place and before the index names them, so the store never
         lists an image whose event was not written.
         """
-        if tag is not None:
+        self.commit_many(stage, [(manifest, tag)], before_index)
+
+    def commit_many(
+        self,
+        stage: Stage,
+        manifests: Sequence[tuple[Descriptor, str | None]],
+        before_index: Callable[[], None] | None = None,
+    ) -> None:
+        """As :meth:`commit`, for several manifests (an image and its referrers) at once.
+
+        index.json is written once, with all of them or (on any error, including one in
+        ``before_index``) with none: a reader never sees an image without its referrers.
+        Every tag is checked first, against the index and against the other manifests.
+        """
+        wanted: dict[str, str] = {}
+        for descriptor, tag in manifests:
+            if tag is None:
+                continue
             oci.check_tag(tag)
+            if wanted.setdefault(tag, descriptor.digest) != descriptor.digest:
+                raise TagConflictError(
+                    f"tag {tag!r} is given to both {wanted[tag]} and {descriptor.digest}"
+                )
         with self.edit_index() as index:
-            if tag is not None:
-                index.check_tag(tag, manifest.digest)
+            for tag, digest in wanted.items():
+                index.check_tag(tag, digest)
             stage.publish()
             if before_index is not None:
                 before_index()
-            index.add(manifest, tag)
+            for descriptor, tag in manifests:
+                index.add(descriptor, tag)
 
     def attach(
         self,
