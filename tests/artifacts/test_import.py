@@ -470,7 +470,8 @@ def test_real_provenance_about_another_image_is_refused(tmp_path: Path) -> None:
     )
 
 
-def test_sigstore_bundle_is_attached_but_recorded_unverified(tmp_path: Path) -> None:
+def test_forged_sigstore_bundle_is_refused(tmp_path: Path) -> None:
+    """Real verification material around an envelope it never signed: refused, nothing written."""
     archive, digest = _docker_image(tmp_path)
     real = json.loads(REAL_BUNDLE.read_text())
     envelope = sign_envelope(generate_ed25519(), IN_TOTO, statement_about(digest))
@@ -481,14 +482,13 @@ def test_sigstore_bundle_is_attached_but_recorded_unverified(tmp_path: Path) -> 
     }
     path = tmp_path / "image.sigstore.json"
     path.write_text(json.dumps(bundle))
-    home = new_home(tmp_path / "home")
-    result = import_image(archive, home, attestations=[path])
-    (attached,) = result.attestations
-    assert not attached.verified and "needs sigstore" in attached.verification
-    assert attached.parsed.kind == "sigstore-bundle"
-    (referrer,) = Store.for_home(home).referrers(digest)
-    assert referrer.artifact_type == real["mediaType"]
-    assert events(home)[0].payload["attestations"][0]["verified"] is False
+    refused(
+        new_home(tmp_path / "home"),
+        archive,
+        AttestationSignatureError,
+        "Sigstore bundle does not verify",
+        attestations=[path],
+    )
 
 
 @pytest.mark.parametrize(
@@ -921,27 +921,21 @@ def test_cli_import_json_and_text(tmp_path: Path) -> None:
     files, _ = docker_archive([layer_of({"usr/bin/su": (b"su", 0o4755)})])
     archive = write_tar(tmp_path / "img.tar", files)
     probe = import_image(archive, new_home(tmp_path / "probe")).digest
-    bundle = tmp_path / "b.sigstore.json"
-    bundle.write_text(
-        json.dumps(
-            {
-                "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
-                "verificationMaterial": {},
-                "dsseEnvelope": sign_envelope(generate_ed25519(), IN_TOTO, statement_about(probe)),
-            }
-        )
+    envelope = tmp_path / "statement.dsse.json"
+    envelope.write_text(
+        json.dumps(sign_envelope(generate_ed25519(), IN_TOTO, statement_about(probe)))
     )
-    args = ["artifact", "import", str(archive), "--attestation", str(bundle), "--home", str(home)]
+    args = ["artifact", "import", str(archive), "--attestation", str(envelope), "--home", str(home)]
     result = runner.invoke(cli, [*args, "--tag", "app:1", "--format", "json"])
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["schema_version"] == 1 and data["digest"] == probe and data["tag"] == "app:1"
-    assert data["attestations"][0]["verification"].startswith("unverified (needs sigstore")
+    assert data["attestations"][0]["verification"] == "unverified: no --key given"
     assert data["warnings"][0]["path"] == "usr/bin/su"
 
     text = runner.invoke(cli, args)
     assert text.exit_code == 0, text.stderr
-    assert "UNVERIFIED (NEEDS SIGSTORE" in text.stdout and "setuid file /usr/bin/su" in text.stdout
+    assert "UNVERIFIED: NO --KEY GIVEN" in text.stdout and "setuid file /usr/bin/su" in text.stdout
 
     bad = runner.invoke(cli, ["artifact", "import", str(REAL_LAYOUT), "--home", str(home)])
     assert bad.exit_code == 2

@@ -3,9 +3,13 @@
 Three forms are read, told apart by their fields:
 
 * a Sigstore bundle (``mediaType`` ``application/vnd.dev.sigstore.bundle…``) holding a DSSE
-  envelope. Its signature is checked by a certificate from Fulcio and a Rekor entry; that needs
-  sigstore-python, which is not a dependency of immutrail, and an identity policy. The bundle is
-  therefore attached and recorded as **unverified**, with the reason, and the CLI says so;
+  envelope, verified offline with sigstore-python against immutrail's shipped trusted root
+  (:mod:`immutrail.signing.sigstore_bundles`): certificate chain, SCT, Rekor entry and signature.
+  A bundle that fails is refused like a bad DSSE signature. With an identity policy it is
+  recorded as verified; without one (``artifact import`` takes none yet) as **unverified
+  identity**, naming who signed, and ``immutrail verify --certificate-identity …`` checks it
+  later. A bundle that needs the network (no inclusion proof, or logs newer than our trusted
+  root) or that sigstore-python cannot verify is attached as unverified, with the reason;
 * a DSSE envelope (``payloadType`` + ``payload``) carrying an in-toto statement. With ``--key``
   it must be signed by one of the keys, otherwise the import is refused; without, it is recorded
   as unverified;
@@ -23,11 +27,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib.util
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from immutrail.crypto.canonical import parse_strict_json
 from immutrail.crypto.errors import CanonicalizationError, CryptoError, DuplicateKeyError
@@ -52,6 +55,9 @@ from .provenance import (
     validate_statement,
     verify_attestation,
 )
+
+if TYPE_CHECKING:  # sigstore is slow to import: loaded only when a bundle is given
+    from immutrail.signing.sigstore_bundles import IdentityPolicy
 
 __all__ = [
     "DSSE_MEDIA_TYPE",
@@ -129,10 +135,6 @@ class Attestation:
         if self.parsed.source_commit is not None:
             out["source_commit"] = self.parsed.source_commit
         return out
-
-
-def sigstore_available() -> bool:
-    return importlib.util.find_spec("sigstore") is not None
 
 
 def load_keys(paths: Sequence[Path]) -> dict[str, PublicKey]:
@@ -270,8 +272,14 @@ def match_attestation(
     image: Descriptor,
     manifests: Sequence[Descriptor],
     keys: Mapping[str, PublicKey],
+    *,
+    sigstore_identity: IdentityPolicy | None = None,
 ) -> Attestation:
-    """Match ``parsed`` to the image (or one of its manifests) and verify what we can."""
+    """Match ``parsed`` to the image (or one of its manifests) and verify what we can.
+
+    ``sigstore_identity`` is who must have signed Sigstore bundles; without it a bundle that
+    verifies is recorded as verified except for its identity, which is named but unchecked.
+    """
     candidates = {image.digest: image}
     for descriptor in manifests:
         candidates.setdefault(descriptor.digest, descriptor)
@@ -293,12 +301,7 @@ def match_attestation(
     subject = candidates[named]
     verified, key = False, None
     if parsed.kind == KIND_BUNDLE:
-        how = (
-            "unverified: checking a Sigstore bundle needs an identity policy, which import "
-            "does not take yet"
-            if sigstore_available()
-            else "unverified (needs sigstore: pip install sigstore)"
-        )
+        verified, how = _check_sigstore_bundle(parsed, sigstore_identity)
     elif parsed.kind == KIND_STATEMENT:
         how = "unverified: a bare in-toto statement carries no signature"
     elif not keys:
@@ -314,6 +317,29 @@ def match_attestation(
         key = _signing_key(parsed.envelope, keys)
         verified, how = True, f"verified: signed by key {key}"
     return Attestation(parsed, subject, verified, how, key, referrer_manifest(parsed, subject))
+
+
+def _check_sigstore_bundle(
+    parsed: ParsedAttestation, identity: IdentityPolicy | None
+) -> tuple[bool, str]:
+    """(verified, why) for a Sigstore bundle; AttestationSignatureError when it fails."""
+    from immutrail.signing.sigstore_bundles import BundleStatus, check_bundle, load_trust_root
+
+    result = check_bundle(parsed.data, load_trust_root(), identity)
+    if result.status is BundleStatus.FAILED:
+        raise AttestationSignatureError(
+            parsed.source, f"the Sigstore bundle does not verify: {result.detail}"
+        )
+    if result.status is BundleStatus.VERIFIED:
+        return True, f"verified: Sigstore bundle {result.detail}"
+    if result.status is BundleStatus.IDENTITY_NOT_CHECKED:
+        return False, (
+            f"unverified identity: {result.detail}; check who signed with `immutrail verify "
+            "DIGEST --certificate-identity ID --certificate-oidc-issuer URL`"
+        )
+    if result.status is BundleStatus.NEEDS_NETWORK:
+        return False, f"unverified: needs the network: {result.detail}"
+    return False, f"unverified: {result.detail}"
 
 
 def _signing_key(envelope: Mapping[str, Any], keys: Mapping[str, PublicKey]) -> str:

@@ -192,7 +192,11 @@ def read_attestations(
             bad.append(RejectedAttestation(descriptor.digest, kind, "artifact has no layer"))
             continue
         blob = Descriptor.from_dict(layers[0], f"layer of {descriptor.digest}")
-        envelope = parse_strict_json(store.read_blob(blob.digest))
+        try:
+            envelope = parse_strict_json(store.read_blob(blob.digest))
+        except CryptoError as exc:  # not JSON at all: it can vouch for nothing
+            bad.append(RejectedAttestation(descriptor.digest, kind, f"not a DSSE envelope: {exc}"))
+            continue
         signer = _signer_of(envelope, keys)
         if signer is None:
             bad.append(RejectedAttestation(descriptor.digest, kind, "signed by no ledger key"))

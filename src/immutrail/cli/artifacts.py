@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,11 +11,6 @@ from rich.table import Table
 
 from immutrail.artifacts.builder import BuildResult, default_actor
 from immutrail.artifacts.builder import build as build_image
-from immutrail.artifacts.errors import (
-    ArtifactError,
-    ArtifactInputError,
-    BlobVerificationError,
-)
 from immutrail.artifacts.export import export_image
 from immutrail.artifacts.imageconfig import BuiltLayer
 from immutrail.artifacts.store import STORE_DIR, Store
@@ -51,20 +44,6 @@ ActorOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-@contextmanager
-def artifact_errors() -> Iterator[None]:
-    """The artifacts' errors as exit codes, on top of the ledger's: 1 mismatch, 2 input, 3 store."""
-    with errors_to_exit_codes():
-        try:
-            yield
-        except BlobVerificationError as exc:
-            fail(exc.diagnostics(), ExitCode.VERIFICATION_FAILED)
-        except ArtifactInputError as exc:
-            fail(exc.diagnostics(), ExitCode.USAGE)
-        except ArtifactError as exc:
-            fail(exc.diagnostics(), ExitCode.OPERATIONAL)
 
 
 class _Bar:
@@ -124,7 +103,7 @@ def build(
     fmt: FormatOption = Format.text,
 ) -> None:
     """Build an OCI image from a definition, reproducibly, into the store; record it."""
-    with artifact_errors(), progress("building", None) as bar:
+    with errors_to_exit_codes(), progress("building", None) as bar:
         result = build_image(
             definition,
             home,
@@ -164,7 +143,7 @@ def list_images(
     fmt: FormatOption = Format.text,
 ) -> None:
     """Every image in the store with its tags, creation time and source commit."""
-    with artifact_errors():
+    with errors_to_exit_codes():
         rows = []
         if not (home / STORE_DIR / "oci-layout").exists():
             records = []  # nothing built yet: an empty list, not an error
@@ -207,7 +186,7 @@ def show(
     fmt: FormatOption = Format.text,
 ) -> None:
     """An image's manifest, config and attached artifacts (manifest and config are verified)."""
-    with artifact_errors():
+    with errors_to_exit_codes():
         store = _open_store(home)
         record = store.resolve(ref)
         manifest, blobs = store.image_blobs(record.digest)
@@ -255,6 +234,107 @@ def show(
 
 
 @app.command()
+def sbom(
+    ref: Annotated[str, typer.Argument(help="A digest (sha256:…) or a tag.")],
+    home: HomeOption = DEFAULT_HOME,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """The image's CycloneDX SBOM: its packages (text) or the whole document (json)."""
+    from immutrail.artifacts.attestations import SBOM_TYPE
+    from immutrail.crypto.canonical import parse_strict_json
+
+    with errors_to_exit_codes():
+        store = _open_store(home)
+        record = store.resolve(ref)
+        attached = store.referrers(record.digest, SBOM_TYPE)
+        if not attached:
+            fail(f"{record.digest} has no SBOM attached (`immutrail scan` makes one)")
+        layer = store.get_manifest(attached[-1].digest)["layers"][0]
+        document = parse_strict_json(store.read_blob(layer["digest"], limit=64 * 1024 * 1024))
+        if not isinstance(document, dict):
+            fail(f"the SBOM attached to {record.digest} is not a JSON object", ExitCode.OPERATIONAL)
+    if fmt is Format.json:
+        emit_json({"digest": record.digest, "sbom_manifest": attached[-1].digest, "sbom": document})
+        return
+    table = Table("package", "version", "purl")
+    for component in document.get("components", []):
+        table.add_row(
+            str(component.get("name")), str(component.get("version")), str(component.get("purl"))
+        )
+    stdout.print(f"SBOM of {record.digest} ({attached[-1].digest}), {document.get('specVersion')}")
+    stdout.print(table)
+
+
+@app.command()
+def provenance(
+    ref: Annotated[str, typer.Argument(help="A digest (sha256:…) or a tag.")],
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """The image's SLSA provenance, verified against the builder keys the ledger announced.
+
+    Exit 0 when at least one provenance verifies, 1 when none does (the reasons are printed).
+    """
+    from immutrail.artifacts.attestations import SLSA_PROVENANCE_V1
+    from immutrail.artifacts.provenance import read_provenance
+    from immutrail.artifacts.statements import ledger_keys, read_attestations
+    from immutrail.ledger.home import open_ledger
+
+    with errors_to_exit_codes():
+        store = _open_store(home)
+        record = store.resolve(ref)
+        ledger = open_ledger(home, db)
+        try:
+            good, bad = read_attestations(
+                store, record.digest, ledger_keys(ledger), SLSA_PROVENANCE_V1
+            )
+        finally:
+            ledger.close()
+        trusted = [a for a in good if a.signer.purpose == "builder"]
+        summaries = [(a, read_provenance(a.statement)) for a in trusted]
+    rejected = [{"attestation": r.manifest, "reason": r.reason} for r in bad] + [
+        {
+            "attestation": a.manifest,
+            "reason": f"signed by a {a.signer.purpose!r} key, not a builder",
+        }
+        for a in good
+        if a.signer.purpose != "builder"
+    ]
+    if fmt is Format.json:
+        emit_json(
+            {
+                "digest": record.digest,
+                "verified": [
+                    {
+                        "attestation": a.manifest,
+                        "signer": {"keyid": a.signer.keyid, "principal": a.signer.principal},
+                        "statement": a.statement,
+                    }
+                    for a, _ in summaries
+                ],
+                "rejected": rejected,
+            }
+        )
+    else:
+        for attestation, summary in summaries:
+            stdout.print(
+                f"provenance {attestation.manifest} [green]verified[/]\n"
+                f"  signed by  {attestation.signer.principal} "
+                f"(builder key {attestation.signer.keyid[:16]}…)\n"
+                f"  builder    {summary.builder_id}\n  source     {summary.source_uri}\n"
+                f"  commit     {summary.source_commit}\n"
+                f"  built      {summary.started_on} .. {summary.finished_on}\n"
+                f"  inputs     {len(summary.dependencies)} resolved dependencies",
+                markup=True,
+            )
+        for item in rejected:
+            stdout.print(f"[red]rejected[/] {item['attestation']}: {item['reason']}", markup=True)
+    if not summaries:
+        raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+
+
+@app.command()
 def export(
     ref: Annotated[str, typer.Argument(help="A digest (sha256:…) or a tag.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The tar archive to write.")],
@@ -265,7 +345,7 @@ def export(
     fmt: FormatOption = Format.text,
 ) -> None:
     """Write an image and its attached artifacts as an OCI layout tar (docker load accepts it)."""
-    with artifact_errors():
+    with errors_to_exit_codes():
         store = _open_store(home)
         result = export_image(store, ref, output, overwrite=overwrite)
     if fmt is Format.json:
@@ -334,7 +414,7 @@ def push(
     from immutrail.artifacts.registry import push as push_image
     from immutrail.ledger.home import open_ledger
 
-    with artifact_errors():
+    with errors_to_exit_codes():
         store = _open_store(home)
         credentials = Credentials.from_env()
         ledger = open_ledger(home, db)
@@ -404,7 +484,7 @@ def pull(
     from immutrail.artifacts.registry import pull as pull_image
     from immutrail.ledger.home import open_ledger
 
-    with artifact_errors():
+    with errors_to_exit_codes():
         credentials = Credentials.from_env()
         ledger = open_ledger(home, db)
         try:
@@ -495,11 +575,12 @@ def import_(
     a blob that does not match its digest, missing blobs, media types that are not image types,
     unsafe archive or layer entries (.., absolute paths, escaping links, devices, duplicates),
     oversized or truncated input, an attestation about another image or with a bad signature.
-    Sigstore bundles are attached and recorded as unverified (verifying them needs sigstore).
+    Sigstore bundles are verified offline first (a failing one is refused); the signer's identity
+    is checked by `immutrail verify`.
     """
     from immutrail.artifacts.importer import import_image
 
-    with artifact_errors():
+    with errors_to_exit_codes():
         result = import_image(
             path,
             home,
@@ -574,7 +655,7 @@ def rebuild_verify(
     """
     from immutrail.artifacts.rebuild import rebuild_verify as rebuild
 
-    with artifact_errors():
+    with errors_to_exit_codes():
         result = rebuild(digest, home, repo=repo, actor=actor or default_actor(), db=db)
     if fmt is Format.json:
         emit_json(

@@ -14,14 +14,20 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from immutrail.artifacts.errors import ArtifactError, ArtifactInputError, BlobVerificationError
+from immutrail.baseline.errors import BaselineError, BaselineInputError
 from immutrail.crypto.canonical import parse_strict_json
 from immutrail.crypto.errors import CanonicalizationError, CryptoError, DuplicateKeyError
+from immutrail.keys.errors import KeyInputError, KeysError
 from immutrail.ledger.errors import (
     LedgerError,
     LedgerInputError,
     NotInitializedError,
     VerificationError,
 )
+from immutrail.policy.errors import PolicyError, PolicyInputError
+from immutrail.scan.errors import ScanError, ScanInputError
+from immutrail.signing.errors import SigningError, SigningInputError
 
 SCHEMA_VERSION = 1
 
@@ -82,21 +88,44 @@ def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
     raise typer.Exit(int(code))
 
 
+# Every part's errors come in two families: its *InputError (the request or its input is wrong,
+# and nothing was written: exit 2) and the rest (the home, the store or the database is damaged or
+# unreachable: exit 3). Failed verifications exit 1. Listed once, here, for every command.
+_VERIFICATION_FAILED: tuple[type[Exception], ...] = (VerificationError, BlobVerificationError)
+_INPUT: tuple[type[Exception], ...] = (
+    LedgerInputError,
+    CryptoError,
+    ArtifactInputError,
+    ScanInputError,
+    BaselineInputError,
+    KeyInputError,
+    SigningInputError,
+    PolicyInputError,
+)
+_OPERATIONAL: tuple[type[Exception], ...] = (
+    LedgerError,
+    ArtifactError,
+    ScanError,
+    BaselineError,
+    KeysError,
+    SigningError,
+    PolicyError,
+)
+
+
 @contextmanager
 def errors_to_exit_codes() -> Iterator[None]:
     """Turn the project's typed errors into a message on stderr and the documented exit code."""
     try:
         yield
-    except VerificationError as exc:
-        fail(exc.diagnostics(), ExitCode.VERIFICATION_FAILED)
+    except _VERIFICATION_FAILED as exc:
+        fail(exc.diagnostics(), ExitCode.VERIFICATION_FAILED)  # type: ignore[attr-defined]
     except NotInitializedError as exc:
         fail(exc.diagnostics(), ExitCode.OPERATIONAL)
-    except LedgerInputError as exc:
-        fail(exc.diagnostics(), ExitCode.USAGE)
-    except CryptoError as exc:
-        fail(exc.diagnostics(), ExitCode.USAGE)
-    except LedgerError as exc:
-        fail(exc.diagnostics(), ExitCode.OPERATIONAL)
+    except _INPUT as exc:
+        fail(exc.diagnostics(), ExitCode.USAGE)  # type: ignore[attr-defined]
+    except _OPERATIONAL as exc:
+        fail(exc.diagnostics(), ExitCode.OPERATIONAL)  # type: ignore[attr-defined]
 
 
 def load_json_object(text: str, what: str) -> dict[str, Any]:

@@ -13,8 +13,13 @@ from immutrail import __version__
 from immutrail.ledger.home import init_ledger
 
 from . import artifacts as artifacts_cli
+from . import check as check_cli
 from . import demo as demo_cli
+from . import gate as gate_cli
+from . import keys as keys_cli
 from . import ledger as ledger_cli
+from . import scan as scan_cli
+from . import signing as signing_cli
 from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
@@ -37,6 +42,17 @@ app.add_typer(artifacts_cli.app, name="artifact")
 app.command("build")(artifacts_cli.build)
 app.command("rebuild-verify")(artifacts_cli.rebuild_verify)
 app.command("demo")(demo_cli.demo)
+app.add_typer(scan_cli.vulndb_app, name="vulndb")
+app.command("scan")(scan_cli.scan)
+app.add_typer(keys_cli.app, name="keys")
+app.command("sign")(signing_cli.sign)
+app.command("verify")(signing_cli.verify)
+app.command("approve")(signing_cli.approve)
+app.command("check")(check_cli.check)
+app.command("test")(gate_cli.test)
+app.command("promote")(gate_cli.promote)
+app.add_typer(gate_cli.policy_app, name="policy")
+app.add_typer(gate_cli.exception_app, name="exception")
 
 
 def _version(value: bool) -> None:

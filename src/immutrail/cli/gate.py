@@ -1,0 +1,426 @@
+"""The release gate's commands: test, promote, policy, exception."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from immutrail.artifacts.builder import default_actor
+from immutrail.artifacts.statements import ledger_keys
+from immutrail.artifacts.store import Store
+from immutrail.keys.keystore import SigningKey, load_signing_key
+from immutrail.ledger.event import parse_time
+from immutrail.ledger.home import open_ledger
+from immutrail.ledger.ledger import Ledger
+from immutrail.policy.desired import desired_state
+from immutrail.policy.errors import PolicyInputError
+from immutrail.policy.exceptions import active_exceptions, grant_exception
+from immutrail.policy.imagetest import run_image_test
+from immutrail.policy.promote import Decision, decide
+from immutrail.policy.promote import promote as promote_image
+from immutrail.policy.registry import active_policy, set_policy
+
+from .artifacts import ActorOption
+from .common import (
+    DEFAULT_HOME,
+    EXIT_CODES_HELP,
+    DbOption,
+    ExitCode,
+    Format,
+    FormatOption,
+    HomeOption,
+    emit_json,
+    errors_to_exit_codes,
+    fail,
+    stdout,
+)
+from .keys import PassphraseFileOption, passphrase_source
+from .signing import KeyFileOption, KeyOption, PrincipalOption
+
+policy_app = typer.Typer(
+    no_args_is_help=True, help=f"Promotion policies per environment. {EXIT_CODES_HELP}"
+)
+exception_app = typer.Typer(
+    no_args_is_help=True,
+    help=f"Recorded, expiring vulnerability exceptions. {EXIT_CODES_HELP}",
+)
+
+
+class _Signer:
+    """Who acts, and with which key. With a key the actor is the key's principal (so that
+    IMMUTRAIL_ACTOR cannot make a signature speak for someone else); without one, the actor's
+    only key here is used."""
+
+    def __init__(
+        self,
+        key: str | None,
+        principal: str | None,
+        key_file: Path | None,
+        passphrase_file: Path | None,
+        actor: str | None,
+    ):
+        self.key, self.principal, self.key_file = key, principal, key_file
+        self.passphrase_file = passphrase_file
+        self.actor = actor
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.key, self.principal, self.key_file))
+
+    def load(self, home: Path, ledger: Ledger) -> SigningKey:
+        signing = load_signing_key(
+            home,
+            ledger,
+            passphrase=passphrase_source(self.passphrase_file),
+            keyid=self.key,
+            principal=self.principal or (None if self.given else self.actor),
+            key_file=self.key_file,
+        )
+        return signing
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def test(
+    digest: Annotated[str, typer.Argument(help="Image digest or tag.")],
+    command: Annotated[list[str], typer.Argument(help="The test command, after --.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Test name [default: the command's file name].")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds before it is killed.")] = 600,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Run COMMAND against an unpacked, read-only instance of the image; attest the result.
+
+    The command runs with the instance root as working directory and IMMUTRAIL_ROOTFS,
+    IMMUTRAIL_IMAGE and the image's Env set. Exit 0 when it passed, 1 when it failed.
+    """
+    with errors_to_exit_codes():
+        ledger = open_ledger(home, db)
+        try:
+            run = run_image_test(
+                Store.for_home(home),
+                ledger,
+                home,
+                actor or default_actor(),
+                digest,
+                command,
+                name=name,
+                timeout_s=timeout,
+            )
+        finally:
+            ledger.close()
+    if fmt is Format.json:
+        emit_json(
+            {
+                "name": run.name,
+                "passed": run.passed,
+                "exit_code": run.exit_code,
+                "duration_s": run.duration_s,
+                "output": {"digest": run.output_digest, "truncated": run.output_truncated},
+                "attestation": run.attestation,
+                "ledger_index": run.ledger_index,
+            }
+        )
+    else:
+        verdict = "[green]PASSED[/]" if run.passed else "[red]FAILED[/]"
+        stdout.print(
+            f"{verdict} {run.name}: exit {run.exit_code} in {run.duration_s:.2f} s\n"
+            f"  output       {run.output_digest}\n  attestation  {run.attestation}\n"
+            f"  ledger index {run.ledger_index}",
+            markup=True,
+        )
+    if not run.passed:
+        raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+
+
+def promote(
+    digest: Annotated[str, typer.Argument(help="Image digest or tag.")],
+    to: Annotated[str, typer.Option("--to", help="The environment, e.g. prod.")],
+    override: Annotated[
+        bool,
+        typer.Option("--override", help="Break glass: promote despite a refusal (needs --reason)."),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why the gate is overridden (recorded).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Evaluate and print; record nothing.")
+    ] = False,
+    key: KeyOption = None,
+    principal: PrincipalOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Evaluate ENV's policy over the image's evidence; record the decision with every reason.
+
+    Exit 0 promoted (the environment's desired state now names DIGEST), 1 refused (nothing
+    changed; the reasons are printed and recorded), 2 bad input.
+    """
+    if override and not reason:
+        fail("--override needs --reason: a break-glass promotion must say why")
+    if reason and not override:
+        fail("--reason is only used with --override")
+    signer = _Signer(key, principal, key_file, passphrase_file, actor)
+    with errors_to_exit_codes():
+        ledger = open_ledger(home, db)
+        try:
+            store = Store.for_home(home)
+            signing = signer.load(home, ledger) if signer.given or override else None
+            who = signing.principal if signing else actor or default_actor()
+            if dry_run:
+                policy, evidence, checks = decide(store, ledger, home, digest, to, _now())
+                allowed = all(c.passed for c in checks)
+                result: dict[str, Any] = {
+                    "digest": evidence.digest,
+                    "environment": to,
+                    "allowed": allowed,
+                    "dry_run": True,
+                    "policy": {"digest": policy.digest, "source": policy.source},
+                    "checks": [c.to_json() for c in checks],
+                }
+                _print_decision(result, fmt)
+                if not allowed:
+                    raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+                return
+            decision = promote_image(
+                store,
+                ledger,
+                home,
+                who,
+                digest,
+                to,
+                _now(),
+                override_reason=reason if override else None,
+                key=signing.private if signing else None,
+            )
+        finally:
+            ledger.close()
+    _print_decision(decision.to_json(), fmt)
+    if not decision.allowed:
+        raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+
+
+def _print_decision(result: dict[str, Any], fmt: Format) -> None:
+    if fmt is Format.json:
+        emit_json(result)
+        return
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("rule")
+    table.add_column("why")
+    for check in result["checks"]:
+        table.add_row(
+            "[green]✓[/]" if check["passed"] else "[red]✗[/]", check["rule"], check["message"]
+        )
+    stdout.print(table)
+    env = result["environment"]
+    if result.get("dry_run"):
+        verdict = "would be promoted" if result["allowed"] else "would be refused"
+        stdout.print(f"{result['digest']} {verdict} to {env} (dry run, nothing recorded)")
+    elif result.get("override"):
+        stdout.print(
+            f"[bold yellow]BREAK-GLASS[/]: {result['digest']} promoted to {env} despite the "
+            f"failed checks; recorded at ledger index {result['ledger_index']}",
+            markup=True,
+        )
+    elif result["allowed"]:
+        stdout.print(
+            f"[green]promoted[/] {result['digest']} to {env} "
+            f"(ledger index {result['ledger_index']})",
+            markup=True,
+        )
+    else:
+        stdout.print(
+            f"[red]refused[/]: {result['digest']} is not promoted to {env}; decision recorded "
+            f"at ledger index {result['ledger_index']}",
+            markup=True,
+        )
+
+
+@policy_app.command("set")
+def policy_set(
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
+    file: Annotated[Path, typer.Argument(help="The policy: a .yaml file or a .rego module.")],
+    key: KeyOption = None,
+    principal: PrincipalOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Make FILE the policy of ENVIRONMENT: validated, kept by digest, recorded and signed."""
+    signer = _Signer(key, principal, key_file, passphrase_file, actor)
+    with errors_to_exit_codes():
+        ledger = open_ledger(home, db)
+        try:
+            signing = signer.load(home, ledger)
+            active = set_policy(
+                home,
+                ledger,
+                ledger_keys(ledger),
+                signing.private,
+                signing.principal,
+                environment,
+                file,
+            )
+        finally:
+            ledger.close()
+    if fmt is Format.json:
+        emit_json(
+            {
+                "environment": environment,
+                "digest": active.digest,
+                "format": active.format,
+                "ledger_index": active.ledger_index,
+            }
+        )
+    else:
+        stdout.print(
+            f"policy of {environment} is now {file} ({active.format}, {active.digest}); "
+            f"ledger index {active.ledger_index}"
+        )
+
+
+@policy_app.command("show")
+def policy_show(
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """The policy that governs ENVIRONMENT and its desired state."""
+    with errors_to_exit_codes():
+        ledger = open_ledger(home, db)
+        try:
+            active = active_policy(home, ledger, ledger_keys(ledger), environment)
+            desired = desired_state(home, ledger, Store.for_home(home, create=True), environment)
+        finally:
+            ledger.close()
+    body: dict[str, Any] = {
+        "environment": environment,
+        "digest": active.digest,
+        "format": active.format,
+        "source": active.source,
+        "ledger_index": active.ledger_index,
+        "policy": active.policy.to_json() if active.policy is not None else None,
+        "rego": active.rego,
+        "desired_state": desired.to_json() if desired is not None else None,
+    }
+    if fmt is Format.json:
+        emit_json(body)
+        return
+    stdout.print(f"policy of {environment}: {active.source} ({active.format}, {active.digest})")
+    if active.policy is not None:
+        import yaml
+
+        stdout.print(yaml.safe_dump(active.policy.to_json(), sort_keys=False).rstrip())
+    else:
+        stdout.print(active.rego or "")
+    if desired is None:
+        stdout.print(f"desired state: nothing promoted to {environment} yet")
+    else:
+        stdout.print(
+            f"desired state: {desired.digest} ({desired.image or 'untagged'}), promoted by "
+            f"{desired.promoted_by} at {desired.promoted_at}, ledger index {desired.ledger_index}"
+            + (" [BREAK-GLASS]" if desired.override else "")
+        )
+
+
+@exception_app.command("grant")
+def exception_grant(
+    vulnerability: Annotated[str, typer.Argument(help="Vulnerability id or alias, e.g. CVE-…")],
+    env: Annotated[str, typer.Option("--env", help="The environment it applies to.")],
+    expires: Annotated[str, typer.Option("--expires", help="RFC 3339 time it ends.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the risk is accepted.")],
+    digest: Annotated[
+        str | None, typer.Option("--digest", help="Only for this image [default: any].")
+    ] = None,
+    key: KeyOption = None,
+    principal: PrincipalOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Accept one vulnerability in one environment until EXPIRES; signed and recorded."""
+    signer = _Signer(key, principal, key_file, passphrase_file, actor)
+    with errors_to_exit_codes():
+        try:
+            until = parse_time(expires, field="--expires")
+        except ValueError as exc:
+            raise PolicyInputError(str(exc)) from exc
+        ledger = open_ledger(home, db)
+        try:
+            signing = signer.load(home, ledger)
+            index = grant_exception(
+                ledger,
+                ledger_keys(ledger),
+                signing.private,
+                signing.principal,
+                vulnerability,
+                env,
+                until,
+                reason,
+                _now(),
+                digest,
+            )
+        finally:
+            ledger.close()
+    if fmt is Format.json:
+        emit_json({"vulnerability": vulnerability, "environment": env, "ledger_index": index})
+    else:
+        stdout.print(
+            f"exception for {vulnerability} in {env} until {expires}: ledger index {index}"
+        )
+
+
+@exception_app.command("list")
+def exception_list(
+    env: Annotated[str, typer.Option("--env", help="The environment.")],
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """The exceptions in force for ENV now (unexpired, signed by an unrevoked key)."""
+    with errors_to_exit_codes():
+        ledger = open_ledger(home, db)
+        try:
+            found = active_exceptions(ledger, ledger_keys(ledger), env, _now())
+        finally:
+            ledger.close()
+    if fmt is Format.json:
+        emit_json({"environment": env, "exceptions": [e.to_json() for e in found]})
+        return
+    table = Table("vulnerability", "digest", "expires", "granted by", "reason", "index")
+    for e in found:
+        row = e.to_json()
+        table.add_row(
+            e.vulnerability,
+            e.digest or "any",
+            str(row["expires"]),
+            e.granted_by,
+            e.reason,
+            str(e.ledger_index),
+        )
+    stdout.print(table)
+
+
+__all__ = ["Decision", "exception_app", "policy_app", "promote", "test"]

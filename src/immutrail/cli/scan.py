@@ -1,0 +1,333 @@
+"""`immutrail scan` and `immutrail vulndb …`: the vulnerability database and image scans."""
+
+from __future__ import annotations
+
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, TaskID
+from rich.table import Table
+
+from immutrail.artifacts.builder import default_actor
+from immutrail.artifacts.store import Store
+from immutrail.ledger.home import open_ledger
+from immutrail.scan.attestation import findings_from_predicate
+from immutrail.scan.download import DEFAULT_BASE, download_archives
+from immutrail.scan.errors import VulnDbError
+from immutrail.scan.scanner import ScanRun, import_database, scan_image
+from immutrail.scan.severity import level_rank
+from immutrail.scan.versions import SCHEMES
+from immutrail.scan.vulndb import ImportResult, VulnDb, db_path
+
+from .common import (
+    DEFAULT_HOME,
+    DbOption,
+    ExitCode,
+    Format,
+    FormatOption,
+    HomeOption,
+    emit_json,
+    errors_to_exit_codes,
+    fail,
+    progress,
+    stdout,
+)
+
+VULNDB_EXIT_CODES = (
+    "Exit codes: 0 ok; 1 `verify` found a record that does not match its digest; 2 input "
+    "error (corrupt record or archive, named with its file): nothing was imported; 3 home not "
+    "initialized, database damaged, or a download failed."
+)
+
+vulndb_app = typer.Typer(
+    no_args_is_help=True,
+    help="The local OSV vulnerability database ($IMMUTRAIL_HOME/vulndb/osv.sqlite). "
+    + VULNDB_EXIT_CODES,
+)
+
+ActorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        envvar="IMMUTRAIL_ACTOR",
+        help="Who acts, as recorded in the ledger [default: user:<login name>].",
+        show_default=False,
+    ),
+]
+
+
+class FailOn(StrEnum):
+    none = "none"
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+class _ImportBar:
+    def __init__(self, bar: Progress):
+        self.bar = bar
+        self.task: TaskID = bar.task_ids[0]
+
+    def record_read(self, source: str) -> None:
+        self.bar.advance(self.task)
+
+
+class _DownloadBar:
+    def __init__(self, bar: Progress):
+        self.bar = bar
+        self.task: TaskID = bar.task_ids[0]
+
+    def downloading(self, ecosystem: str, url: str, total: int | None) -> None:
+        self.bar.reset(self.task, total=total, description=f"{ecosystem} all.zip")
+
+    def received(self, size: int) -> None:
+        self.bar.advance(self.task, size)
+
+
+def _print_import(result: ImportResult, ledger_index: int) -> None:
+    assert result.snapshot is not None
+    stdout.print(f"imported {result.read} records in {result.seconds:.1f} s", markup=False)
+    stdout.print(
+        f"  added {result.added}, updated {result.updated}, unchanged {result.unchanged}, "
+        f"older ignored {result.older}, skipped {result.skipped_count}"
+    )
+    for skipped in result.skipped:
+        stdout.print(f"  skipped  {skipped.source}: {skipped.reason}", markup=False)
+    for base, count in sorted(result.without_comparator.items()):
+        stdout.print(f"  note     {count} entries for {base}: scans cannot compare its versions")
+    stdout.print(f"  snapshot {result.snapshot.digest} ({result.snapshot.records} records)")
+    stdout.print(f"  ledger   entry {ledger_index}")
+
+
+def _emit_import(result: ImportResult, ledger_index: int, fmt: Format) -> None:
+    if fmt is Format.json:
+        emit_json({**result.to_dict(), "seconds": result.seconds, "ledger_index": ledger_index})
+    else:
+        _print_import(result, ledger_index)
+
+
+@vulndb_app.command("import")
+def import_(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="OSV .json files, folders of them, or OSV all.zip archives."),
+    ],
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid",
+            help="Import the valid records and list the invalid ones, instead of refusing all.",
+        ),
+    ] = False,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Import OSV records in one transaction; record `vulndb.imported` in the ledger.
+
+    A corrupt record or archive refuses the whole import (exit 2, naming the file and field)
+    unless --skip-invalid is given. A record replaces a stored one with the same id when its
+    `modified` time is the same or newer.
+    """
+    with errors_to_exit_codes():
+        ledger = open_ledger(home, db)
+        try:
+            with progress("importing", None) as bar:
+                result, index = import_database(
+                    home,
+                    ledger,
+                    paths,
+                    actor=actor or default_actor(),
+                    skip_invalid=skip_invalid,
+                    observer=_ImportBar(bar),
+                )
+        finally:
+            ledger.close()
+    _emit_import(result, index, fmt)
+
+
+@vulndb_app.command()
+def update(
+    ecosystem: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ecosystem",
+            metavar="E",
+            help="An OSV ecosystem to fetch (repeatable) [default: "
+            + ", ".join(sorted(set(SCHEMES)))
+            + "].",
+            show_default=False,
+        ),
+    ] = None,
+    url: Annotated[
+        str, typer.Option("--url", metavar="BASE", help="Where BASE/<ecosystem>/all.zip are.")
+    ] = DEFAULT_BASE,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Download OSV's per-ecosystem all.zip archives and import them (needs network access).
+
+    Exit 3 when an archive cannot be downloaded (nothing is imported then).
+    """
+    ecosystems = ecosystem or sorted(set(SCHEMES))
+    with errors_to_exit_codes():
+        ledger = open_ledger(home, db)
+        try:
+            with tempfile.TemporaryDirectory(prefix="immutrail-osv-") as folder:
+                with progress("downloading", None) as bar:
+                    paths = download_archives(ecosystems, url, Path(folder), _DownloadBar(bar))
+                with progress("importing", None) as bar:
+                    result, index = import_database(
+                        home,
+                        ledger,
+                        paths,
+                        actor=actor or default_actor(),
+                        origin=[f"{url.rstrip('/')}/{e}/all.zip" for e in ecosystems],
+                        observer=_ImportBar(bar),
+                    )
+        finally:
+            ledger.close()
+    _emit_import(result, index, fmt)
+
+
+@vulndb_app.command()
+def status(home: HomeOption = DEFAULT_HOME, fmt: FormatOption = Format.text) -> None:
+    """The database's snapshot digest, size and last update."""
+    with errors_to_exit_codes(), VulnDb.open(home) as vulndb:
+        snapshot = vulndb.snapshot()
+    if fmt is Format.json:
+        emit_json({"path": str(db_path(home)), **snapshot.to_dict()})
+        return
+    stdout.print(f"database {db_path(home)}", markup=False)
+    stdout.print(f"  snapshot    {snapshot.digest}")
+    stdout.print(f"  records     {snapshot.records} ({snapshot.withdrawn} withdrawn)")
+    stdout.print(f"  last update {snapshot.last_update or 'never'}")
+
+
+@vulndb_app.command()
+def verify(home: HomeOption = DEFAULT_HOME, fmt: FormatOption = Format.text) -> None:
+    """Re-hash every stored record and recompute the snapshot digest (exit 1 on a mismatch)."""
+    with errors_to_exit_codes(), VulnDb.open(home) as vulndb:
+        stored = vulndb.snapshot()
+        try:
+            computed = vulndb.compute_snapshot()
+        except VulnDbError as exc:
+            fail(exc.diagnostics(), ExitCode.VERIFICATION_FAILED)
+    ok = computed.digest == stored.digest
+    if fmt is Format.json:
+        emit_json({"ok": ok, "stored": stored.digest, "computed": computed.digest})
+    else:
+        stdout.print(f"{'verified' if ok else 'MISMATCH'}: {computed.digest}")
+    if not ok:
+        raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+
+
+def _scan_json(run: ScanRun) -> dict[str, Any]:
+    return {
+        "digest": run.digest,
+        "source": run.outcome.source,
+        "summary": dict(run.summary),
+        "attestation": run.attestation,
+        "sbom": run.sbom,
+        "sbom_generated": run.sbom_generated,
+        "ledger_index": run.ledger_index,
+        "predicate": dict(run.predicate),
+    }
+
+
+def _print_scan(run: ScanRun) -> None:
+    summary = run.summary
+    stdout.print(f"scanned {run.digest} ({run.outcome.source}, {run.outcome.packages} packages)")
+    stdout.print(f"  database    {summary['db']}")
+    counts = summary["counts"]
+    stdout.print(
+        "  found       "
+        + ", ".join(f"{counts[level]} {level}" for level in counts)
+        + f" ({summary['vulnerabilities']} vulnerabilities, {summary['findings']} findings)"
+    )
+    findings = findings_from_predicate(run.predicate)
+    if findings:
+        table = Table()
+        table.add_column("id", no_wrap=True)
+        table.add_column("package", no_wrap=True)
+        for name in ("installed", "fixed", "level", "score"):
+            table.add_column(name, overflow="fold")
+        for finding in findings:
+            table.add_row(
+                finding.id,
+                finding.package,
+                finding.version,
+                ", ".join(finding.fixed) or "-",
+                finding.level,
+                "" if finding.score is None else f"{finding.score:.1f}",
+            )
+        stdout.print(table)
+    if summary["withdrawn"]:
+        stdout.print(f"  withdrawn   {summary['withdrawn']} matching records withdrawn (ignored)")
+    for item in run.outcome.not_evaluated:
+        record = f" [{item.id}]" if item.id else ""
+        stdout.print(f"  not checked {item.purl}{record}: {item.reason}", markup=False)
+    stdout.print(f"  attestation {run.attestation}")
+    stdout.print(f"  ledger      entry {run.ledger_index}")
+
+
+def scan(
+    ref: Annotated[str, typer.Argument(metavar="DIGEST", help="The image: sha256:… or a tag.")],
+    from_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-report",
+            metavar="FILE",
+            help="Take the findings from a Trivy or Grype JSON report about this image "
+            "instead of scanning (a report naming another image is refused).",
+        ),
+    ] = None,
+    fail_on: Annotated[
+        FailOn | None,
+        typer.Option(
+            "--fail-on",
+            metavar="LEVEL",
+            help="Exit 1 when a finding is at or above LEVEL (none|low|medium|high|critical); "
+            "findings of unknown severity count as above every level.",
+        ),
+    ] = None,
+    actor: ActorOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Scan an image's SBOM against the vulnerability database; attach a signed attestation.
+
+    The result is an in-toto statement (predicate https://in-toto.io/attestation/vulns/v0.1)
+    attached to the image, and a scan.completed ledger event.
+
+    Exit codes: 0 scanned (whether or not vulnerabilities were found: the gate decides); 1 a
+    finding at or above --fail-on LEVEL, or stored bytes that do not match their digest; 2 input
+    error (unknown image, malformed report, a report about another image): nothing was written;
+    3 no vulnerability database, home not initialized, or storage damaged.
+    """
+    with errors_to_exit_codes():
+        store = Store.for_home(home)
+        ledger = open_ledger(home, db)
+        try:
+            run = scan_image(
+                store, ledger, home, ref, actor=actor or default_actor(), report=from_report
+            )
+        finally:
+            ledger.close()
+    if fmt is Format.json:
+        emit_json(_scan_json(run))
+    else:
+        _print_scan(run)
+    if fail_on is not None:
+        threshold = level_rank(fail_on.value)
+        levels = [f.level for f in findings_from_predicate(run.predicate)]
+        if any(level_rank(level) >= threshold for level in levels):
+            raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))

@@ -1,0 +1,1 @@
+"""The release gate: policies, evidence, decisions, exceptions, image tests; see docs/policy.md."""

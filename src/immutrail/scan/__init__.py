@@ -1,0 +1,1 @@
+"""The vulnerability database (OSV) and the scanner; see docs/scanning.md."""

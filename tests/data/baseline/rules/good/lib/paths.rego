@@ -1,0 +1,5 @@
+package immutrail.lib.paths
+
+import rego.v1
+
+under(path, folder) if startswith(path, concat("", [folder, "/"]))
