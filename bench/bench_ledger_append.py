@@ -4,14 +4,19 @@ Measured, each in a fresh database:
 
 * batched: ``Ledger.append_batch`` of pre-built ``Event`` objects in batches (default 200,000 events
   in batches of 1,000). The timing includes everything ``append_batch`` does: canonical JSON,
-  leaf hashes, time parsing, the duplicate-id query, the Merkle frontier, the inserts (entries with
-  their indexes, tree nodes, tree head) and one durable commit per batch. It does NOT include
+  leaf hashes, time parsing, the Merkle frontier and tiles, the inserts (entries with their id
+  index, tiles, tree head) and one durable commit per batch. The derived subject, type and time
+  indexes are caught up by the first filtered query, not by appends: that cost is measured
+  separately ("derived index catch-up") and shown next to the append rate. It does NOT include
   building the events (``Event.create``), which is measured separately.
 * baseline: raw inserts of the same canonical bytes into ``(idx INTEGER PRIMARY KEY, data BLOB)``
   in a separate file, same batching, same pragmas (WAL, synchronous=FULL), one commit per batch;
-  on PostgreSQL a COPY into ``(idx BIGINT PRIMARY KEY, data BYTEA)`` per batch.
-* storage floor (diagnostic): the ledger's own rows, nodes and tree-head update, precomputed,
-  inserted into the ledger's real schema with the same statements: what the schema costs alone.
+  on PostgreSQL a binary COPY (as the ledger's) into ``(idx BIGINT PRIMARY KEY, data BYTEA)`` per
+  batch. Also, for the record, the same with an ``id`` column and its unique index (the ledger
+  needs one to refuse repeated events; the issue allows it in the baseline).
+* storage floor (diagnostic): the ledger's own rows, tile appends and tree-head update,
+  precomputed, written into the ledger's real schema by the ledger's own writer: what storage
+  costs alone.
 * single durable appends: ``append()`` calls, each its own transaction, against a raw single-row
   INSERT + COMMIT.
 * stage costs (diagnostic, unprofiled): Event.create, entry_bytes, leaf_hash, time parsing and the
@@ -84,16 +89,34 @@ def best(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # -- SQLite ------------------------------------------------------------------------------------
 
 
-def sqlite_raw_batched(path: Path, datas: Sequence[bytes], batch: int) -> float:
+def sqlite_raw_batched(
+    path: Path, datas: Sequence[bytes], batch: int, ids: Sequence[str] | None = None
+) -> float:
+    """Raw inserts of the bytes; with ``ids``, also an id column under a unique index."""
     conn = sqlite_connect(path)
-    conn.execute("CREATE TABLE entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    if ids is None:
+        conn.execute("CREATE TABLE entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    else:
+        conn.execute(
+            "CREATE TABLE entries (idx INTEGER PRIMARY KEY, id TEXT NOT NULL, data BLOB NOT NULL)"
+        )
+        conn.execute("CREATE UNIQUE INDEX entries_id ON entries (id)")
     t0 = time.perf_counter()
     for start in range(0, len(datas), batch):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO entries (idx, data) VALUES (?, ?)",
-            [(start + i, d) for i, d in enumerate(datas[start : start + batch])],
-        )
+        if ids is None:
+            conn.executemany(
+                "INSERT INTO entries (idx, data) VALUES (?, ?)",
+                [(start + i, d) for i, d in enumerate(datas[start : start + batch])],
+            )
+        else:
+            conn.executemany(
+                "INSERT INTO entries (idx, id, data) VALUES (?, ?, ?)",
+                [
+                    (start + i, ids[start + i], d)
+                    for i, d in enumerate(datas[start : start + batch])
+                ],
+            )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
     conn.close()
@@ -124,9 +147,17 @@ def ledger_batched(url: str, home: Path, events: Sequence[Any], batch: int) -> f
             ledger.append_batch(events[start : start + batch])
         elapsed = time.perf_counter() - t0
         assert ledger.head().size == len(events)
+        # The derived subject/type/time indexes, caught up by the first filtered query.
+        t1 = time.perf_counter()
+        ledger.store.catch_up_indexes()
+        CATCH_UP.append(time.perf_counter() - t1)
     finally:
         ledger.close()
     return elapsed
+
+
+CATCH_UP: list[float] = []
+"""Seconds of each ledger_batched run's derived-index catch-up, in run order."""
 
 
 def ledger_single(url: str, home: Path, events: Sequence[Any]) -> tuple[float, list[float]]:
@@ -144,60 +175,54 @@ def ledger_single(url: str, home: Path, events: Sequence[Any]) -> tuple[float, l
     return elapsed, lat
 
 
-def precomputed_rows(
-    events: Sequence[Any],
-) -> tuple[list[tuple[Any, ...]], list[list[tuple[int, bytes]]], list[tuple[int, bytes, bytes]]]:
-    """The exact rows append_batch writes, per event; node rows and tree heads per event."""
-    from immutrail.ledger import merkle
-    from immutrail.ledger.storage.interface import node_key
-    from immutrail.ledger.verify import time_us
+def precomputed_rows(events: Sequence[Any], batch: int) -> tuple[Any, Any, Any, Any]:
+    """The exact rows append_batch writes: entry rows per event; per batch, the tile appends and
+    the tree head; and (for the schema breakdown) the v2 layout's node rows per event."""
+    from immutrail.ledger import merkle, tiles
+    from immutrail.ledger.event import time_us
 
     frontier = merkle.Frontier.empty()
-    rows, nodes, heads = [], [], []
-    for i, e in enumerate(events):
-        data = e.entry_bytes()
-        leaf = merkle.leaf_hash(data)
-        rows.append((i, e.id, e.type, e.actor, e.subject, time_us(e.time), data, leaf))
-        nodes.append([(node_key(lv, ix), h) for lv, ix, h in frontier.append(leaf)])
+    rows, tile_batches, heads, v2_nodes = [], [], [], []
+    for start in range(0, len(events), batch):
+        leaves = []
+        for i, e in enumerate(events[start : start + batch], start):
+            data = e.entry_bytes()
+            leaf = merkle.leaf_hash(data)
+            leaves.append(leaf)
+            rows.append((i, e.id, e.type, e.actor, e.subject, time_us(e.time), data, leaf))
+        completed = frontier.extend(leaves)
+        v2_nodes.append([(lv << 50 | ix, h) for lv, ix, h in completed])
+        tile_batches.append(tiles.pack(completed))
         heads.append((frontier.size, frontier.root(), frontier.to_bytes()))
-    return rows, nodes, heads
+    return rows, tile_batches, heads, v2_nodes
 
 
-def sqlite_floor(path: Path, rows: Any, nodes: Any, heads: Any, batch: int) -> float:
-    """The ledger's own precomputed rows into the ledger's real schema: storage cost alone."""
-    from immutrail.ledger.storage.sqlite import SqliteStore
+def sqlite_floor(path: Path, rows: Any, tile_batches: Any, heads: Any, batch: int) -> float:
+    """The ledger's own precomputed rows into the ledger's real schema with the ledger's own
+    statements: storage cost alone."""
+    from immutrail.ledger.storage.interface import TreeHead
+    from immutrail.ledger.storage.sqlite import SqliteStore, SqliteWriter
 
     store = SqliteStore(path, create=True)
     store.migrate()
     store.close()
-    conn = sqlite_connect(path)
+    store = SqliteStore(path)
+    conn = store._conn
     t0 = time.perf_counter()
-    for start in range(0, len(rows), batch):
+    for b, start in enumerate(range(0, len(rows), batch)):
         end = min(start + batch, len(rows))
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("SELECT size, root, frontier FROM tree_head WHERE one = 1").fetchone()
-        conn.executemany(
-            "INSERT INTO entries (idx, id, type, actor, subject, time_us, data, leaf_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows[start:end],
-        )
-        conn.executemany(
-            "INSERT INTO nodes (k, hash) VALUES (?, ?)",
-            [n for per_event in nodes[start:end] for n in per_event],
-        )
-        conn.execute(
-            "UPDATE tree_head SET size = ?, root = ?, frontier = ? WHERE one = 1", heads[end - 1]
-        )
+        SqliteWriter(conn).insert(rows[start:end], tile_batches[b], TreeHead(*heads[b]))
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
-    conn.close()
+    store.close()
     return elapsed
 
 
 _INDEXES = {
     "entries_id": "CREATE UNIQUE INDEX entries_id ON entries (id)",
     "entries_type": "CREATE INDEX entries_type ON entries (type, idx)",
-    "entries_subject": "CREATE INDEX entries_subject ON entries (subject, idx)",
     "entries_time": "CREATE INDEX entries_time ON entries (time_us)",
 }
 
@@ -205,33 +230,36 @@ _INDEXES = {
 def sqlite_schema_variant(
     path: Path,
     rows: Any,
-    nodes: Any,
+    extra: Any,
     batch: int,
     indexes: Sequence[str],
-    with_nodes: bool,
-    pragmas: Sequence[str] = (),
+    extra_kind: str,
 ) -> float:
-    """The ledger's entry rows into the entries table with only some of its indexes."""
+    """The ledger's entry rows with some indexes, plus v2 node rows or v3 tiles (or nothing)."""
     conn = sqlite_connect(path)
-    for p in pragmas:
-        conn.execute(p)
+    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute("PRAGMA wal_autocheckpoint=10000")
     conn.execute(
         "CREATE TABLE entries (idx INTEGER PRIMARY KEY, id TEXT NOT NULL, type TEXT NOT NULL, "
         "actor TEXT NOT NULL, subject TEXT NOT NULL, time_us INTEGER NOT NULL, "
         "data BLOB NOT NULL, leaf_hash BLOB NOT NULL)"
     )
     conn.execute("CREATE TABLE nodes (k INTEGER PRIMARY KEY, hash BLOB NOT NULL)")
+    conn.execute("CREATE TABLE tiles (k INTEGER PRIMARY KEY, hashes BLOB NOT NULL)")
     for name in indexes:
         conn.execute(_INDEXES[name])
     t0 = time.perf_counter()
-    for start in range(0, len(rows), batch):
+    for b, start in enumerate(range(0, len(rows), batch)):
         end = min(start + batch, len(rows))
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows[start:end])
-        if with_nodes:
+        if extra_kind == "nodes":
+            conn.executemany("INSERT INTO nodes (k, hash) VALUES (?, ?)", extra[b])
+        elif extra_kind == "tiles":
             conn.executemany(
-                "INSERT INTO nodes (k, hash) VALUES (?, ?)",
-                [n for per_event in nodes[start:end] for n in per_event],
+                "INSERT INTO tiles (k, hashes) VALUES (?, ?) ON CONFLICT (k) DO UPDATE "
+                "SET hashes = CAST(hashes || excluded.hashes AS BLOB)",
+                extra[b],
             )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
@@ -239,32 +267,22 @@ def sqlite_schema_variant(
     return elapsed
 
 
-def schema_breakdown(rows: Any, nodes: Any, batch: int) -> list[dict[str, Any]]:
-    """What each part of the ledger's SQLite schema costs, with precomputed rows (diagnostic)."""
-    all_idx = list(_INDEXES)
-    variants: list[tuple[str, list[str], bool, list[str]]] = [
-        ("8 columns, no secondary index, no nodes", [], False, []),
-        ("+ nodes table", [], True, []),
-        *[(f"+ nodes + only {name}", [name], True, []) for name in all_idx],
-        (
-            "+ nodes + all but entries_subject",
-            [i for i in all_idx if i != "entries_subject"],
-            True,
-            [],
-        ),
-        ("+ nodes + all 4 indexes (= the ledger schema)", all_idx, True, []),
-        ("  same, PRAGMA cache_size=-65536", all_idx, True, ["PRAGMA cache_size=-65536"]),
-        (
-            "  same, + PRAGMA wal_autocheckpoint=10000",
-            all_idx,
-            True,
-            ["PRAGMA cache_size=-65536", "PRAGMA wal_autocheckpoint=10000"],
-        ),
+def schema_breakdown(
+    rows: Any, tile_batches: Any, v2_nodes: Any, batch: int
+) -> list[dict[str, Any]]:
+    """What each part of the SQLite schema costs, with precomputed rows (diagnostic): the v2
+    layout (node rows, type and time indexes) against v3 (tiles, derived indexes)."""
+    variants: list[tuple[str, list[str], Any, str]] = [
+        ("8 columns, no secondary index", [], None, ""),
+        ("+ entries_id", ["entries_id"], None, ""),
+        ("+ entries_id + tiles (v3 layout, executemany)", ["entries_id"], tile_batches, "tiles"),
+        ("+ entries_id + node rows", ["entries_id"], v2_nodes, "nodes"),
+        ("+ all 3 indexes + node rows (v2 layout)", list(_INDEXES), v2_nodes, "nodes"),
     ]
     out = []
-    for label, idx, with_nodes, pragmas in variants:
+    for label, idx, extra, kind in variants:
         with scratch_dir("schema") as d:
-            t = sqlite_schema_variant(d / "s.db", rows, nodes, batch, idx, with_nodes, pragmas)
+            t = sqlite_schema_variant(d / "s.db", rows, extra, batch, idx, kind)
         out.append({"variant": label, "per_s": len(rows) / t, "us_each": 1e6 * t / len(rows)})
         print(f"   schema breakdown: {label}: {len(rows) / t:,.0f} rows/s", flush=True)
     return out
@@ -273,20 +291,36 @@ def schema_breakdown(rows: Any, nodes: Any, batch: int) -> list[dict[str, Any]]:
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
-def pg_raw_batched(url: str, datas: Sequence[bytes], batch: int) -> float:
+def pg_raw_batched(
+    url: str, datas: Sequence[bytes], batch: int, ids: Sequence[str] | None = None
+) -> float:
+    """Raw binary COPY of the bytes; with ``ids``, also an id column under a unique index."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE raw_entries (idx BIGINT PRIMARY KEY, data BYTEA NOT NULL)")
+        if ids is None:
+            conn.execute("CREATE TABLE raw_entries (idx BIGINT PRIMARY KEY, data BYTEA NOT NULL)")
+            sql, types = (
+                "COPY raw_entries (idx, data) FROM STDIN (FORMAT BINARY)",
+                ["int8", "bytea"],
+            )
+        else:
+            conn.execute(
+                "CREATE TABLE raw_entries "
+                "(idx BIGINT PRIMARY KEY, id TEXT NOT NULL, data BYTEA NOT NULL)"
+            )
+            conn.execute("CREATE UNIQUE INDEX raw_entries_id ON raw_entries (id)")
+            sql = "COPY raw_entries (idx, id, data) FROM STDIN (FORMAT BINARY)"
+            types = ["int8", "text", "bytea"]
         t0 = time.perf_counter()
         for start in range(0, len(datas), batch):
-            with (
-                conn.transaction(),
-                conn.cursor() as cur,
-                cur.copy("COPY raw_entries (idx, data) FROM STDIN") as copy,
-            ):
+            with conn.transaction(), conn.cursor() as cur, cur.copy(sql) as copy:
+                copy.set_types(types)  # binary, as the ledger's own COPY
                 for i, d in enumerate(datas[start : start + batch]):
-                    copy.write_row((start + i, d))
+                    if ids is None:
+                        copy.write_row((start + i, d))
+                    else:
+                        copy.write_row((start + i, ids[start + i], d))
         return time.perf_counter() - t0
 
 
@@ -305,36 +339,27 @@ def pg_raw_single(url: str, datas: Sequence[bytes]) -> tuple[float, list[float]]
         return time.perf_counter() - t0, lat
 
 
-def pg_floor(url: str, rows: Any, nodes: Any, heads: Any, batch: int) -> float:
-    import psycopg
-
-    from immutrail.ledger.storage.postgres import PostgresStore
+def pg_floor(url: str, rows: Any, tile_batches: Any, heads: Any, batch: int) -> float:
+    from immutrail.ledger.storage.interface import TreeHead
+    from immutrail.ledger.storage.postgres import PostgresStore, PostgresWriter
 
     store = PostgresStore(url)
     store.migrate()
     store.close()
-    with psycopg.connect(url, autocommit=True) as conn:
-        t0 = time.perf_counter()
-        for start in range(0, len(rows), batch):
-            end = min(start + batch, len(rows))
-            with conn.transaction(), conn.cursor() as cur:
-                cur.execute("SELECT size, root, frontier FROM tree_head WHERE one = 1 FOR UPDATE")
-                cur.fetchone()
-                with cur.copy(
-                    "COPY entries (idx, id, type, actor, subject, time_us, data, leaf_hash) "
-                    "FROM STDIN"
-                ) as copy:
-                    for r in rows[start:end]:
-                        copy.write_row(r)
-                with cur.copy("COPY nodes (k, hash) FROM STDIN") as copy:
-                    for per_event in nodes[start:end]:
-                        for n in per_event:
-                            copy.write_row(n)
-                cur.execute(
-                    "UPDATE tree_head SET size = %s, root = %s, frontier = %s WHERE one = 1",
-                    heads[end - 1],
-                )
-        return time.perf_counter() - t0
+    store = PostgresStore(url)
+    conn = store._conn
+    t0 = time.perf_counter()
+    for b, start in enumerate(range(0, len(rows), batch)):
+        end = min(start + batch, len(rows))
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute("SELECT size, root, frontier FROM tree_head WHERE one = 1 FOR UPDATE")
+            row = cur.fetchone()
+            assert row is not None
+            writer = PostgresWriter(conn, TreeHead(row[0], bytes(row[1]), bytes(row[2])))
+            writer.insert(rows[start:end], tile_batches[b], TreeHead(*heads[b]))
+    elapsed = time.perf_counter() - t0
+    store.close()
+    return elapsed
 
 
 # -- stage costs and profile -------------------------------------------------------------------
@@ -343,7 +368,7 @@ def pg_floor(url: str, rows: Any, nodes: Any, heads: Any, batch: int) -> float:
 def stage_costs(events: Sequence[Any]) -> list[dict[str, Any]]:
     """Per-event cost of each pure-Python step of append_batch, unprofiled."""
     from immutrail.ledger import merkle
-    from immutrail.ledger.verify import time_us
+    from immutrail.ledger.event import event_time_us
 
     n = len(events)
     out = []
@@ -351,38 +376,37 @@ def stage_costs(events: Sequence[Any]) -> list[dict[str, Any]]:
     out.append(("Event.entry_bytes() (canonical JSON + size check)", t))
     t, leaves = timed(lambda: [merkle.leaf_hash(d) for d in datas])
     out.append(("merkle.leaf_hash()", t))
-    t, _ = timed(lambda: [time_us(e.time) for e in events])
-    out.append(("verify.time_us() (RFC 3339 parse)", t))
+    t, _ = timed(lambda: [event_time_us(e.time) for e in events])
+    out.append(("event.event_time_us() (normalized RFC 3339)", t))
 
     def tree() -> None:
+        from immutrail.ledger import tiles
+
         f = merkle.Frontier.empty()
-        for leaf in leaves:
-            f.append(leaf)
+        for start in range(0, len(leaves), 1000):
+            tiles.pack(f.extend(leaves[start : start + 1000]))
 
     t, _ = timed(tree)
-    out.append(("merkle.Frontier.append() (incl. node hashes)", t))
+    out.append(("Frontier.extend() + tiles.pack() (node hashes, batches of 1,000)", t))
     return [{"stage": s, "seconds": sec, "us_per_event": 1e6 * sec / n} for s, sec in out]
 
 
 APPEND_PARTS_SQLITE = [
     ("Event.entry_bytes (canonical JSON)", [("ledger/event.py", "entry_bytes")]),
     ("merkle.leaf_hash", [("ledger/merkle.py", "leaf_hash")]),
-    ("time_us (RFC 3339 parse)", [("ledger/verify.py", "time_us")]),
+    ("event_time_us (normalized RFC 3339)", [("ledger/event.py", "event_time_us")]),
+    ("tiles.pack (group nodes by tile)", [("ledger/tiles.py", "pack")]),
     (
-        "existing_ids (duplicate-id query)",
-        [("storage/sqlite.py", "existing_ids"), ("storage/postgres.py", "existing_ids")],
-    ),
-    (
-        "Frontier.append / root / from_bytes",
+        "Frontier.extend / root / from_bytes",
         [
-            ("ledger/merkle.py", "append"),
+            ("ledger/merkle.py", "extend"),
             ("ledger/merkle.py", "root"),
             ("ledger/merkle.py", "from_bytes"),
             ("ledger/merkle.py", "to_bytes"),
         ],
     ),
     (
-        "writer.insert (entries + nodes + head SQL)",
+        "writer.insert (entries + tiles + head SQL)",
         [("storage/sqlite.py", "insert"), ("storage/postgres.py", "insert")],
     ),
     ("BEGIN IMMEDIATE + COMMIT (fsync)", [("storage/sqlite.py", "_transaction")]),
@@ -425,8 +449,9 @@ def run_backend(
 ) -> dict[str, Any]:
     """make_url(label) is a context manager giving (url, home) for a fresh database."""
     n = len(events)
-    raw_runs, ledger_runs, floor_runs = [], [], []
-    rows, nodes, heads = floor_rows
+    ids = [e.id for e in events]
+    raw_runs, raw_id_runs, ledger_runs, floor_runs = [], [], [], []
+    rows, tile_batches, heads, _ = floor_rows
     for r in range(repeat):
         with make_url(f"raw{r}") as (url, home):
             raw_runs.append(
@@ -436,6 +461,18 @@ def run_backend(
                         sqlite_raw_batched(home / "raw.db", datas, batch)
                         if backend == "sqlite"
                         else pg_raw_batched(url, datas, batch)
+                    ),
+                    n,
+                )
+            )
+        with make_url(f"rawid{r}") as (url, home):
+            raw_id_runs.append(
+                phase(
+                    f"raw {backend} batched, with id column",
+                    lambda: (
+                        sqlite_raw_batched(home / "rawid.db", datas, batch, ids)
+                        if backend == "sqlite"
+                        else pg_raw_batched(url, datas, batch, ids)
                     ),
                     n,
                 )
@@ -453,9 +490,9 @@ def run_backend(
                 phase(
                     f"ledger schema, precomputed rows ({backend})",
                     lambda: (
-                        sqlite_floor(home / "floor.db", rows, nodes, heads, batch)
+                        sqlite_floor(home / "floor.db", rows, tile_batches, heads, batch)
                         if backend == "sqlite"
-                        else pg_floor(url, rows, nodes, heads, batch)
+                        else pg_floor(url, rows, tile_batches, heads, batch)
                     ),
                     n,
                 )
@@ -466,6 +503,11 @@ def run_backend(
             flush=True,
         )
     raw, led, floor = best(raw_runs), best(ledger_runs), best(floor_runs)
+    raw_id = best(raw_id_runs)
+    catch_up = CATCH_UP[-repeat:]
+    best_run = min(range(repeat), key=lambda r: ledger_runs[r]["seconds"])
+    led["catch_up_seconds"] = catch_up[best_run]
+    led["with_catch_up_per_s"] = n / (led["seconds"] + catch_up[best_run])
 
     s = len(single_events)
     with make_url("rawsingle") as (url, home):
@@ -485,6 +527,7 @@ def run_backend(
         prof = profile_append(url, home / "home", events[:profile_n], batch)
 
     ratio = led["per_s"] / raw["per_s"]
+    ratio_id = led["per_s"] / raw_id["per_s"]
     print_table(
         f"{backend}: batched append, {n:,} events in batches of {batch:,} (best of {repeat})",
         ("what", "events/s", "us/event", "vs raw", "peak RSS MB", "RSS growth MB"),
@@ -496,6 +539,14 @@ def run_backend(
                 1.0,
                 raw["peak_rss_mb"],
                 raw["peak_rss_mb"] - raw["rss_before_mb"],
+            ),
+            (
+                "raw insert with an id column + unique index (baseline 2)",
+                raw_id["per_s"],
+                raw_id["us_each"],
+                raw_id["per_s"] / raw["per_s"],
+                raw_id["peak_rss_mb"],
+                raw_id["peak_rss_mb"] - raw_id["rss_before_mb"],
             ),
             (
                 "ledger schema, precomputed rows (floor)",
@@ -513,7 +564,20 @@ def run_backend(
                 led["peak_rss_mb"],
                 led["peak_rss_mb"] - led["rss_before_mb"],
             ),
+            (
+                "  + derived index catch-up (first filtered query)",
+                led["with_catch_up_per_s"],
+                1e6 * (led["seconds"] + led["catch_up_seconds"]) / n,
+                led["with_catch_up_per_s"] / raw["per_s"],
+                "",
+                "",
+            ),
         ],
+    )
+    print(
+        f"   [{backend}] append_batch / raw with id column: {ratio_id:.3f}; per-round rates: raw "
+        f"{[round(x) for x in raw['runs_per_s']]}, ledger {[round(x) for x in led['runs_per_s']]}",
+        flush=True,
     )
     print_table(
         f"{backend}: single durable appends ({s} transactions each)",
@@ -551,7 +615,10 @@ def run_backend(
             "raw": raw,
             "ledger": led,
             "floor": floor,
+            "raw_with_id": raw_id,
             "ratio": ratio,
+            "ratio_vs_raw_with_id": ratio_id,
+            "ratio_with_catch_up": led["with_catch_up_per_s"] / raw["per_s"],
             "floor_ratio": floor["per_s"] / raw["per_s"],
         },
         "single": single,
@@ -599,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     stages = stage_costs(events)
-    floor_rows = precomputed_rows(events)
+    floor_rows = precomputed_rows(events, args.batch)
 
     from contextlib import contextmanager
 
@@ -682,8 +749,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     results["entry_bytes_seconds"] = t_bytes
     if args.schema_breakdown or (args.schema_breakdown is None and not args.quick):
-        rows, nodes, _ = floor_rows
-        breakdown = schema_breakdown(rows, nodes, args.batch)
+        rows, tile_batches, _, v2_nodes = floor_rows
+        breakdown = schema_breakdown(rows, tile_batches, v2_nodes, args.batch)
         results["sqlite_schema_breakdown"] = breakdown
         raw_rate = results["sqlite"]["batched"]["raw"]["per_s"]
         print_table(

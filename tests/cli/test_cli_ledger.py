@@ -207,6 +207,9 @@ def test_checkpoint_publish_vkey_tlog_proof_and_verify(home: Path, tmp_path: Pat
     assert ok["ok"] is True and ok["witnessed"] == 1 and ok["problems"] == []
     text = run(home, "ledger", "verify", "--witness", str(witness))
     assert text.startswith("ok:")
+    parallel = run_json(home, "ledger", "verify", "--workers", "2")
+    assert parallel["ok"] is True and parallel["entries"] == ok["entries"]
+    run(home, "ledger", "verify", "--workers", "0", code=2)
 
 
 def test_console_script_runs_and_documents_exit_codes(tmp_path: Path) -> None:

@@ -226,3 +226,24 @@ def test_subject_index_catches_up_on_query_and_is_checked_by_verify(tmp_path: Pa
     report = tampered.verify()
     tampered.close()
     assert [(p.where, p.index) for p in report.problems] == [("subject index", 12)]
+
+
+def test_proofs_follow_appends_made_through_another_connection(tmp_path: Path, db_url: str) -> None:
+    """Proofs plan their reads against the last head seen; growth elsewhere must show at once."""
+    first, _ = init_ledger(tmp_path / "home", db_url)
+    second = open_ledger(tmp_path / "home", db_url)
+    try:
+        first.append_batch(built(10))
+        assert first.inclusion_proof(3).size == 10
+        second.append_batch(built(5))
+        proof = first.inclusion_proof(3)  # the current size, not the one last seen
+        assert (proof.size, proof.root) == (15, second.root())
+        assert first.inclusion_proof(12).size == 15  # an index past the last head seen
+        assert first.root() == second.root() and first.root(10) == second.root(10)
+        c = first.consistency_proof(10, 15)
+        merkle.verify_consistency(10, 15, c.old_root, c.new_root, c.proof)
+        with pytest.raises(LedgerInputError):
+            first.inclusion_proof(15)
+    finally:
+        second.close()
+        first.close()

@@ -27,11 +27,10 @@ from typing import Any
 
 import pytest
 
-from immutrail.ledger import merkle
+from immutrail.ledger import merkle, tiles
 from immutrail.ledger.event import Event
 from immutrail.ledger.home import init_ledger, open_ledger
 from immutrail.ledger.ledger import Ledger
-from immutrail.ledger.storage.interface import node_key, split_node_key
 from immutrail.ledger.verify import VerificationReport
 
 SIZE = 300
@@ -43,8 +42,8 @@ ORIGIN = "tamper.test.immutrail.local/ledger"
 SQLITE_TRIGGERS = (
     "entries_no_update",
     "entries_no_delete",
-    "nodes_no_update",
-    "nodes_no_delete",
+    "tiles_only_grow",
+    "tiles_no_delete",
     "checkpoints_no_update",
     "checkpoints_no_delete",
 )
@@ -58,7 +57,7 @@ KINDS: dict[str, int] = {
     "entry.actor": 4,
     "entry.subject": 4,
     "entry.time_us": 4,
-    "node.hash": 20,
+    "tile.hashes": 20,
     "tree_head.root": 4,
     "tree_head.frontier": 4,
     "checkpoint.note": 12,
@@ -197,19 +196,22 @@ def apply_case(db: Db, case: Case) -> tuple[Expect, Callable[[], None]]:
             idx,
         )
         return expect, lambda: db.q(f"UPDATE entries SET {column} = ? WHERE idx = ?", old, idx)
-    if table == "node":
-        (count,) = db.q("SELECT count(*) FROM nodes")[0]
-        k, old = db.q("SELECT k, hash FROM nodes ORDER BY k LIMIT 1 OFFSET ?", case.row % count)[0]
+    if table == "tile":
+        (count,) = db.q("SELECT count(*) FROM tiles")[0]
+        k, old = db.q("SELECT k, hashes FROM tiles ORDER BY k LIMIT 1 OFFSET ?", case.row % count)[
+            0
+        ]
         new = flip_byte(bytes(old), case)
-        db.q("UPDATE nodes SET hash = ? WHERE k = ?", new, k)
-        level, index = split_node_key(k)
+        db.q("UPDATE tiles SET hashes = ? WHERE k = ?", new, k)
+        # The changed byte sits in one hash slot of the tile: that tree node must be named.
+        level, index = tiles.node_at(k, (case.pos % len(old)) // 32)
         named = re.compile(rf"\blevel {level}\b.*\bindex {index}\b")
         expect = Expect(
             f"tree node level {level} index {index}",
             lambda p, named=named: p.where.startswith("tree node") and bool(named.search(p.where)),
             index << level,
         )
-        return expect, lambda: db.q("UPDATE nodes SET hash = ? WHERE k = ?", old, k)
+        return expect, lambda: db.q("UPDATE tiles SET hashes = ? WHERE k = ?", old, k)
     if table == "tree_head":
         (old,) = db.q(f"SELECT {column} FROM tree_head WHERE one = 1")[0]
         new = flip_byte(bytes(old), case)
@@ -335,9 +337,10 @@ def test_a_changed_tree_node_is_named_as_itself_only(pristine: Pristine, copy_db
     """Stored nodes are checked against the tree of stored leaves: no noise elsewhere."""
     with sqlite_attacker(copy_db) as db:
         for level, index in ((1, 0), (3, 17)):
-            k = node_key(level, index)
-            (old,) = db.q("SELECT hash FROM nodes WHERE k = ?", k)[0]
-            db.q("UPDATE nodes SET hash = ? WHERE k = ?", flip_byte(old, Case("", 0, 9, 1)), k)
+            k, offset = tiles.locate(level, index)
+            (old,) = db.q("SELECT hashes FROM tiles WHERE k = ?", k)[0]
+            new = old[:offset] + bytes([old[offset] ^ 1]) + old[offset + 1 :]
+            db.q("UPDATE tiles SET hashes = ? WHERE k = ?", new, k)
     report = verify_copy(pristine, copy_db)
     assert sorted(p.where for p in report.problems) == [
         "tree node level 1 index 0",
@@ -345,6 +348,59 @@ def test_a_changed_tree_node_is_named_as_itself_only(pristine: Pristine, copy_db
     ], describe(report)
     assert report.first_bad_index == 0
     assert {p.index for p in report.problems} == {0, 17 << 3}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("truncate", "tree node level"),
+        ("extend", "tree tile level 0 index 1"),
+        ("delete", "tree node level"),
+        ("add", "tree tiles"),
+    ],
+)
+def test_a_tile_cut_short_extended_removed_or_added_is_detected(
+    pristine: Pristine, copy_db: Path, change: str, named: str
+) -> None:
+    with sqlite_attacker(copy_db) as db:
+        (old,) = db.q("SELECT hashes FROM tiles WHERE k = 0")[0]
+        if change == "truncate":
+            db.q("UPDATE tiles SET hashes = ? WHERE k = 0", old[:-32])
+        elif change == "extend":  # the partial tile: a full one cannot pass the CHECK
+            k = tiles.tile_key(0, 1)
+            (partial,) = db.q("SELECT hashes FROM tiles WHERE k = ?", k)[0]
+            db.q("UPDATE tiles SET hashes = ? WHERE k = ?", partial + old[:32], k)
+        elif change == "delete":
+            db.q("DELETE FROM tiles WHERE k = 0")
+        else:
+            db.q("INSERT INTO tiles VALUES (?, ?)", tiles.tile_key(5, 0), old[:64])
+    report = verify_copy(pristine, copy_db)
+    assert not report.ok
+    assert any(p.where.startswith(named) for p in report.problems), describe(report)
+
+
+def test_verifying_in_worker_processes_finds_the_same_problems(
+    pristine: Pristine, copy_db: Path
+) -> None:
+    """The content pass split over processes reports exactly what one process reports."""
+    from immutrail.crypto.note import Ed25519NoteVerifier
+    from immutrail.ledger.verify import verify_store
+
+    with sqlite_attacker(copy_db) as db:
+        for case in draw_cases(77, 6):
+            apply_case(db, case)
+    led = open_copy(pristine, copy_db)
+    try:
+        verifier = Ed25519NoteVerifier.from_vkey(led.vkey)
+        alone = verify_store(led.store, verifier, led.origin, workers=1, chunk=64)
+        split = verify_store(led.store, verifier, led.origin, workers=2, chunk=64)
+    finally:
+        led.close()
+    assert not alone.ok
+    assert [(p.where, p.message, p.index) for p in split.problems] == [
+        (p.where, p.message, p.index) for p in alone.problems
+    ]
+    assert (split.entries, split.nodes, split.root) == (alone.entries, alone.nodes, alone.root)
 
 
 def test_the_signed_root_stored_beside_a_checkpoint_is_checked(
@@ -424,19 +480,21 @@ def test_a_byte_that_breaks_utf8_is_reported_not_a_crash(
 
 
 def remove_last_entry(db: Db) -> int:
-    """Delete the last entry and every node it completed, and rewrite the head to match.
+    """Delete the last entry, cut the tiles back to the smaller tree, and rewrite the head.
 
     The result is a smaller, internally consistent tree: only a checkpoint can tell.
     """
     leaves = [bytes(h) for (h,) in db.q("SELECT leaf_hash FROM entries ORDER BY idx")]
     last = len(leaves) - 1
     frontier = merkle.Frontier.empty()
-    for leaf in leaves[:last]:
-        frontier.append(leaf)
-    completed = merkle.Frontier(frontier.size, list(frontier.hashes)).append(leaves[last])
+    frontier.extend(leaves[:last])
     db.q("DELETE FROM entries WHERE idx = ?", last)
-    for level, index, _ in completed:
-        db.q("DELETE FROM nodes WHERE k = ?", node_key(level, index))
+    lengths = tiles.tile_lengths(last)
+    for k, blob in db.q("SELECT k, hashes FROM tiles"):
+        if k not in lengths:
+            db.q("DELETE FROM tiles WHERE k = ?", k)
+        elif lengths[k] != len(blob):
+            db.q("UPDATE tiles SET hashes = ? WHERE k = ?", bytes(blob)[: lengths[k]], k)
     db.q(
         "UPDATE tree_head SET size = ?, root = ?, frontier = ? WHERE one = 1",
         frontier.size,
@@ -519,7 +577,8 @@ PG_SIZE = 100
 PG_CHECKPOINTS = (40, 80, PG_SIZE)
 PG_TRIGGERS = (
     ("entries_append_only", "entries"),
-    ("nodes_append_only", "nodes"),
+    ("tiles_only_grow", "tiles"),
+    ("tiles_append_only", "tiles"),
     ("checkpoints_append_only", "checkpoints"),
 )
 
@@ -548,7 +607,7 @@ def test_one_changed_byte_is_detected_and_named_on_postgres(tmp_path: Path, pg_d
     home = tmp_path / "home"
     build_ledger(home, pg_db, PG_SIZE, PG_CHECKPOINTS)
     cases = draw_cases(4242, 20)
-    assert {c.kind for c in cases} >= {"entry.data", "node.hash", "checkpoint.note"}
+    assert {c.kind for c in cases} >= {"entry.data", "tile.hashes", "checkpoint.note"}
     led = open_ledger(home, pg_db)
     try:
         with pg_attacker(pg_db) as db:

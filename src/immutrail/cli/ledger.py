@@ -370,6 +370,16 @@ def verify(
             help="A witness folder or checkpoint file the ledger must still extend (repeatable)."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Processes checking entry contents [default: one per core from 50,000 entries].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Recompute every entry hash and the tree; check checkpoints, signatures and witnesses.
 
@@ -381,7 +391,9 @@ def verify(
             total = ledger.head().size
             with progress("verifying", total) as bar:
                 report = ledger.verify(
-                    witness or [], lambda done, _all: bar.update(bar.task_ids[0], completed=done)
+                    witness or [],
+                    lambda done, _all: bar.update(bar.task_ids[0], completed=done),
+                    workers=workers,
                 )
         finally:
             ledger.close()

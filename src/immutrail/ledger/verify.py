@@ -1,14 +1,28 @@
 """Full verification: recompute every entry hash and the whole tree, and check every checkpoint.
 
-The stored leaf hashes build the tree (so a tampered node is named as itself, not as noise above a
-tampered entry); each entry's bytes are checked against its stored leaf hash separately. Roots are
-taken at every checkpoint size as the stream passes it, so checkpoints cost no extra reads.
+Two passes over the entries, which run at the same time:
+
+* the **content** of each entry (its bytes against its stored leaf hash, canonical JSON of a
+  valid event, the indexed columns) depends on nothing else, so index ranges are checked by
+  worker processes, one per core, each reading the rows itself;
+* the **tree** is rebuilt in this process from the stored leaf hashes alone (so a tampered node
+  is named as itself, not as noise above a tampered entry) and compared with the stored tiles;
+  roots are taken at every checkpoint size as the stream passes it.
+
+Actor signatures depend on the keys announced earlier in the ledger, so the few entries that
+announce, revoke or use a key are replayed in order here after the content pass.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+import gc
+import hashlib
+import importlib
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from immutrail.crypto.checkpoint import Checkpoint, open_checkpoint
@@ -16,17 +30,21 @@ from immutrail.crypto.errors import CryptoError
 from immutrail.crypto.keys import PublicKey, key_id, load_public_key_pem
 from immutrail.crypto.note import NoteVerifier
 
+from . import tiles
 from .errors import EventFormatError
 from .event import Event, parse_entry, time_us, verify_event_signature
-from .merkle import Frontier, leaf_hash
-from .storage.interface import EntryRow, LedgerStore
+from .merkle import LEAF_PREFIX, Frontier
+from .storage.interface import EntryRow, EntryTuple, LedgerStore
 from .witness import WitnessedCheckpoint
 
 ProgressObserver = Callable[[int, int], None]
 """Called with (entries verified, entries in all) as verification goes."""
 
 MAX_ENTRY_PROBLEMS = 20
-_NODE_CHECK_EVERY = 8192
+CONTENT_CHUNK = 25_000
+"""Entries per unit of work handed to a content worker."""
+PARALLEL_FROM = 2 * CONTENT_CHUNK
+"""Smaller ledgers are checked in this process: starting workers costs more than they save."""
 
 
 @dataclass(frozen=True)
@@ -115,22 +133,81 @@ class KeyRing:
 
 def check_row(row: EntryRow, keys: KeyRing | None = None) -> str | None:
     """Why the stored row disagrees with its own bytes (or its signature fails), or None."""
-    try:
-        event = parse_entry(row.data)
-    except EventFormatError as exc:
-        return str(exc)
-    if (event.id, event.type, event.actor, event.subject) != (
-        row.id,
-        row.type,
-        row.actor,
-        row.subject,
-    ):
-        return "the indexed columns (id, type, actor, subject) disagree with the entry bytes"
-    if time_us(event.time) != row.time_us:
-        return "the indexed time disagrees with the entry bytes"
-    if keys is not None:
+    why, event = _check_content(
+        (row.index, row.id, row.type, row.actor, row.subject, row.time_us, row.data, row.leaf_hash)
+    )
+    if why is None and keys is not None and event is not None:
         return keys.check(event) or keys.learn(event)
-    return None
+    return why
+
+
+def _check_content(row: EntryTuple) -> tuple[str | None, Event | None]:
+    """The context-free checks of one row: bytes, leaf hash, event format, indexed columns."""
+    _, event_id, event_type, actor, subject, stamp, data, leaf = row
+    if hashlib.sha256(LEAF_PREFIX + data).digest() != leaf:
+        return "its bytes do not match its stored leaf hash", None
+    try:
+        event = parse_entry(bytes(data))
+    except EventFormatError as exc:
+        return str(exc), None
+    if (event.id, event.type, event.actor, event.subject) != (event_id, event_type, actor, subject):
+        return "the indexed columns (id, type, actor, subject) disagree with the entry bytes", event
+    if time_us(event.time) != stamp:
+        return "the indexed time disagrees with the entry bytes", event
+    return None, event
+
+
+def _needs_keys(event: Event) -> bool:
+    return event.signature is not None or event.type in (EVENT_KEY_CREATED, EVENT_KEY_REVOKED)
+
+
+@dataclass
+class ContentResult:
+    """What one content worker found in ``[start, stop)``."""
+
+    start: int
+    stop: int
+    checked: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)
+    keyed: list[int] = field(default_factory=list)
+    """Entries that announce, revoke or use an actor key: replayed in order afterwards."""
+    gap: int | None = None
+    """The first index in the range with no stored entry, if any."""
+
+
+def check_contents(rows: Iterable[Sequence[EntryTuple]], start: int, stop: int) -> ContentResult:
+    result = ContentResult(start, stop)
+    expected = start
+    for chunk in rows:
+        for row in chunk:
+            if row[0] != expected:
+                result.gap = expected
+                return result
+            expected += 1
+            if len(result.problems) >= MAX_ENTRY_PROBLEMS:
+                continue
+            why, event = _check_content(row)
+            if why is not None:
+                result.problems.append((row[0], why))
+            elif event is not None and _needs_keys(event):
+                result.keyed.append(row[0])
+    result.checked = expected - start
+    if expected < stop:
+        result.gap = expected
+    return result
+
+
+def _content_worker(url: str, start: int, stop: int) -> ContentResult:
+    """Runs in a worker process: its own connection, one index range. The worker's garbage
+    collector is off (the pool's initializer): parsing builds no cycles, and collections would
+    walk, and copy, the heap inherited through fork (15% of the time, measured)."""
+    from .home import open_store
+
+    store = open_store(url)
+    try:
+        return check_contents(store.entry_chunks(start, stop), start, stop)
+    finally:
+        store.close()
 
 
 class _Targets:
@@ -143,13 +220,71 @@ class _Targets:
         self.by_size.setdefault(checkpoint.size, []).append((label, checkpoint))
 
 
+def _derived_worker(url: str) -> tuple[list[tuple[str, str, int | None]], int]:
+    """Runs in a worker process: the derived-index checks (SQL joins over every indexed row,
+    as long as a third of the content checks) and the tile count."""
+    from .home import open_store
+
+    store = open_store(url)
+    try:
+        return store.check_derived_indexes(), store.count_tiles()
+    finally:
+        store.close()
+
+
+def _start_content_pass(
+    store: LedgerStore, size: int, workers: int | None, chunk: int
+) -> tuple[
+    list[Future[ContentResult]],
+    Future[tuple[list[tuple[str, str, int | None]], int]] | None,
+    ProcessPoolExecutor | None,
+]:
+    """Submit the content checks of ``[0, size)`` to worker processes, unless the ledger is
+    small or ``workers`` is 1: then no pool, and :func:`_content_results` checks in here."""
+    ranges = [(a, min(a + chunk, size)) for a in range(0, size, chunk)]
+    count = workers if workers is not None else min(os.cpu_count() or 1, len(ranges))
+    if (
+        count <= 1
+        or len(ranges) <= 1
+        or (workers is None and size < PARALLEL_FROM)
+        or "fork" not in multiprocessing.get_all_start_methods()
+    ):
+        return [], None, None
+    # fork: a worker starts in milliseconds and never re-runs the caller's __main__ (spawn and
+    # forkserver do, which breaks any script without a main guard). It inherits this process's
+    # database connection but never touches it: it opens its own and leaves through os._exit.
+    importlib.import_module(f"{__package__}.home")  # before the fork: workers import nothing
+    pool = ProcessPoolExecutor(
+        max_workers=count, mp_context=multiprocessing.get_context("fork"), initializer=gc.disable
+    )
+    url = store.reopen_url()
+    derived = pool.submit(_derived_worker, url)  # first: the longest single task
+    return [pool.submit(_content_worker, url, a, b) for a, b in ranges], derived, pool
+
+
+def _content_results(
+    store: LedgerStore, size: int, chunk: int, futures: list[Future[ContentResult]]
+) -> Iterator[ContentResult]:
+    if futures:
+        for future in futures:
+            yield future.result()
+    else:
+        for a in range(0, size, chunk):
+            b = min(a + chunk, size)
+            yield check_contents(store.entry_chunks(a, b), a, b)
+
+
 def verify_store(
     store: LedgerStore,
     verifier: NoteVerifier,
     origin: str,
     witnessed: Iterable[WitnessedCheckpoint] = (),
     observer: ProgressObserver | None = None,
+    *,
+    workers: int | None = None,
+    chunk: int = CONTENT_CHUNK,
 ) -> VerificationReport:
+    """``workers``: content worker processes (None: one per core for large ledgers)."""
     report = VerificationReport()
     head = store.head()
     report.size = head.size
@@ -176,83 +311,76 @@ def verify_store(
         report.witnessed += 1
         open_note(f"witnessed checkpoint {item.source}", item.note)
 
-    frontier = Frontier.empty()
-    keys = KeyRing()
-    pending: dict[int, tuple[int, list[bytes]]] = {}
-    entry_problems = 0
-    # Leaf indices a reported problem already explains: a node above one of them is bound to
-    # differ too, so only the lowest bad place on each path is reported.
-    explained: list[int] = []
-
-    def is_explained(first: int, last: int) -> bool:
-        at = bisect.bisect_left(explained, first)
-        return at < len(explained) and explained[at] <= last
-
-    def check_nodes() -> None:
-        for level, (start, hashes) in sorted(pending.items()):
-            stored_nodes = store.node_range(level, start, start + len(hashes))
-            for offset, computed in enumerate(hashes):
-                index = start + offset
-                report.nodes += 1
-                if stored_nodes.get(index) != computed:
-                    first, last = index << level, ((index + 1) << level) - 1
-                    if is_explained(first, last):
-                        continue
-                    bisect.insort(explained, first)
-                    state = "missing" if index not in stored_nodes else "wrong"
-                    report.problems.append(
-                        Problem(
-                            f"tree node level {level} index {index}",
-                            f"{state}: does not match the hash of entries {first}..{last}",
-                            first,
-                        )
-                    )
-        pending.clear()
-
-    for expected, row in enumerate(store.entries()):
-        if row.index != expected:
-            report.problems.append(
-                Problem(
-                    f"entry {expected}", f"missing (the next stored entry is {row.index})", expected
-                )
-            )
-            break
-        if entry_problems < MAX_ENTRY_PROBLEMS:
-            why = None
-            if leaf_hash(row.data) != row.leaf_hash:
-                why = "its bytes do not match its stored leaf hash"
-            else:
-                why = check_row(row, keys)
-            if why is not None:
-                entry_problems += 1
-                bisect.insort(explained, row.index)
-                report.problems.append(Problem(f"entry {row.index}", why, row.index))
-        for level, index, h in frontier.append(row.leaf_hash):
-            _, hashes = pending.setdefault(level, (index, []))
-            hashes.append(h)
-        if frontier.size in targets.by_size:
-            _check_roots(report, targets.by_size.pop(frontier.size), frontier.root())
-        if frontier.size % _NODE_CHECK_EVERY == 0:
-            check_nodes()
+    # The content pass starts first: its workers run while this process rebuilds the tree.
+    futures, derived_future, pool = _start_content_pass(store, head.size, workers, chunk)
+    try:
+        tree = _TreePass(store, targets, report)
+        for leaves in store.leaf_chunks(0, head.size):
+            tree.add(leaves)
+        tree.finish()
+        if derived_future is None:
+            derived, tile_count = store.check_derived_indexes(), store.count_tiles()
+        else:
+            derived, tile_count = derived_future.result()
+        # Progress counts entries whose contents are checked, the bulk of the work.
+        results = []
+        for result in _content_results(store, head.size, chunk, futures):
+            results.append(result)
             if observer is not None:
-                observer(frontier.size, head.size)
-    check_nodes()
-    report.entries = frontier.size
+                observer(result.stop, head.size)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    frontier = tree.frontier
+
+    entry_problems: list[tuple[int, str]] = []
+    keyed: list[int] = []
+    gap: int | None = None
+    for result in results:
+        entry_problems.extend(result.problems)
+        keyed.extend(result.keyed)
+        if result.gap is not None and gap is None:
+            gap = result.gap
+    entry_problems.sort()
+    entry_problems = entry_problems[:MAX_ENTRY_PROBLEMS]
+    if gap is not None:
+        entry_problems = [p for p in entry_problems if p[0] < gap]
+    keys = KeyRing()
+    for index in sorted(keyed):
+        if len(entry_problems) >= MAX_ENTRY_PROBLEMS or (gap is not None and index >= gap):
+            break
+        row = store.entry(index)
+        if row is None:
+            continue
+        why = check_row(row, keys)
+        if why is not None:
+            bisect.insort(entry_problems, (index, why))
+
+    explained = [index for index, _ in entry_problems]
+    located: list[Problem] = [Problem(f"entry {i}", why, i) for i, why in entry_problems]
+    if gap is not None:
+        located.append(Problem(f"entry {gap}", "missing: no entry is stored at this index", gap))
+        explained.append(gap)
+    explained.sort()
+    located.extend(tree.node_problems(explained))
+    located.sort(key=lambda p: p.index if p.index is not None else -1)
+    report.problems.extend(located)
+
+    report.entries = frontier.size if gap is None else gap
     report.signatures, report.unknown_signers = keys.verified, keys.unknown
     report.root = frontier.root()
     if observer is not None:
         observer(frontier.size, head.size)
 
-    for message, bad_index in store.check_subject_index():
-        report.problems.append(Problem("subject index", message, bad_index))
-    expected_nodes = frontier.size - frontier.size.bit_count()
-    stored_count = store.count_nodes()
-    if stored_count != expected_nodes:
+    for name, message, bad_index in derived:
+        report.problems.append(Problem(name, message, bad_index))
+    expected_tiles = tiles.tile_lengths(frontier.size)
+    if tile_count != len(expected_tiles):
         report.problems.append(
             Problem(
-                "tree nodes",
-                f"{stored_count} stored, but a tree of {frontier.size} entries has "
-                f"{expected_nodes}",
+                "tree tiles",
+                f"{tile_count} stored, but a tree of {frontier.size} entries has "
+                f"{len(expected_tiles)}",
             )
         )
     if head.size != frontier.size:
@@ -278,6 +406,113 @@ def verify_store(
                 )
             )
     return report
+
+
+class _TreePass:
+    """The tree rebuilt from the stored leaf hashes, compared tile by tile with storage."""
+
+    def __init__(self, store: LedgerStore, targets: _Targets, report: VerificationReport):
+        self.store = store
+        self.targets = targets
+        self.report = report
+        self.frontier = Frontier.empty()
+        self.pending: dict[int, bytearray] = {}
+        """Computed tile contents not compared yet, by tile key."""
+        self.mismatches: list[tuple[int, int, int, int, str]] = []
+        """(level, index, first leaf, last leaf, "wrong" | "missing") of stored nodes."""
+        self.tile_notes: list[Problem] = []
+        self.stopped = False
+
+    def add(self, leaves: Sequence[tuple[int, bytes]]) -> None:
+        """The next stored leaf hashes ``(index, hash)``; stops for good at a missing index."""
+        frontier, targets = self.frontier, self.targets.by_size
+        if self.stopped or not leaves:
+            return
+        first = leaves[0][0]
+        if first != frontier.size or leaves[-1][0] != first + len(leaves) - 1:
+            ok = 0
+            while ok < len(leaves) and leaves[ok][0] == first + ok == frontier.size + ok:
+                ok += 1
+            self.stopped = True
+            leaves = leaves[:ok]
+        hashes = [h for _, h in leaves]
+        end = frontier.size + len(hashes)
+        # Roots are needed at checkpoint sizes inside this chunk: extend up to each in turn.
+        cuts = sorted(s - frontier.size for s in targets if frontier.size < s <= end)
+        done = 0
+        for cut in [*cuts, len(hashes)]:
+            for key, part in tiles.pack(frontier.extend(hashes[done:cut])):
+                self.pending.setdefault(key, bytearray()).extend(part)
+            done = cut
+            if frontier.size in targets:
+                _check_roots(self.report, targets.pop(frontier.size), frontier.root())
+        if len(self.pending) > 64:
+            self.compare(final=False)
+
+    def finish(self) -> None:
+        self.compare(final=True)
+
+    def compare(self, *, final: bool) -> None:
+        """Compare every full computed tile (and, at the end, the partial ones) with storage."""
+        ready = {
+            k: bytes(v) for k, v in self.pending.items() if final or len(v) == tiles.TILE_BYTES
+        }
+        if not ready:
+            return
+        by_level: dict[int, list[int]] = {}
+        for key in ready:
+            by_level.setdefault(tiles.split_tile_key(key)[0], []).append(key)
+        for keys in by_level.values():
+            stored = self.store.tiles(min(keys), max(keys) + 1)
+            for key in keys:
+                self._compare_tile(key, ready[key], stored.get(key))
+                del self.pending[key]
+
+    def _compare_tile(self, key: int, computed: bytes, stored: bytes | None) -> None:
+        self.report.nodes += len(computed) // 32
+        if stored == computed:
+            return
+        for slot in range(len(computed) // 32):
+            offset = slot * 32
+            got = (
+                None
+                if stored is None or len(stored) < offset + 32
+                else stored[offset : offset + 32]
+            )
+            if got != computed[offset : offset + 32]:
+                level, index = tiles.node_at(key, slot)
+                state = "missing" if got is None else "wrong"
+                first, last = index << level, ((index + 1) << level) - 1
+                self.mismatches.append((level, index, first, last, state))
+        if stored is not None and len(stored) > len(computed):
+            first, _ = tiles.base_range(key)
+            tile_level, tile_index = tiles.split_tile_key(key)
+            self.tile_notes.append(
+                Problem(
+                    f"tree tile level {tile_level} index {tile_index}",
+                    f"holds {len(stored) // 32} hashes, but the tree has {len(computed) // 32} "
+                    "there",
+                    first,
+                )
+            )
+
+    def node_problems(self, explained: list[int]) -> list[Problem]:
+        """Node mismatches, lowest first, leaving out any a lower reported place explains: a
+        node above a changed entry or node is bound to differ too."""
+        out: list[Problem] = list(self.tile_notes)
+        for level, index, first, last, state in sorted(self.mismatches):
+            at = bisect.bisect_left(explained, first)
+            if at < len(explained) and explained[at] <= last:
+                continue
+            bisect.insort(explained, first)
+            out.append(
+                Problem(
+                    f"tree node level {level} index {index}",
+                    f"{state}: does not match the hash of entries {first}..{last}",
+                    first,
+                )
+            )
+        return out
 
 
 def _check_roots(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import time
 from pathlib import Path
 
 from immutrail.ledger.event import Event
@@ -74,6 +75,9 @@ def main() -> int:
             # Acknowledge only now: the append call has returned, so it is durable.
             out.write("".join(f"ack {a.index} {a.id} {calls}\n" for a in appended))
             out.flush()
+            # Give the others a turn: appends are fast enough that, on a loaded machine, one
+            # process could otherwise finish before the rest start and prove nothing about locks.
+            time.sleep(0.001)
             n += size
             calls += 1
             since_checkpoint += size

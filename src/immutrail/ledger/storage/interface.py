@@ -8,15 +8,18 @@ append survives a crash.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .. import tiles
+
 NodeKey = tuple[int, int]
 
 LEVEL_SHIFT = 50
-"""Internal nodes are stored under one integer key ``level << 50 | index`` (fast ``IN`` lookups)."""
+"""Schema v1-v2 stored each interior node under ``level << 50 | index`` (read when migrating)."""
 
 
 def redact_url(url: str) -> str:
@@ -26,14 +29,6 @@ def redact_url(url: str) -> str:
     if at and ":" in creds:
         return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
     return url
-
-
-def node_key(level: int, index: int) -> int:
-    return level << LEVEL_SHIFT | index
-
-
-def split_node_key(key: int) -> NodeKey:
-    return key >> LEVEL_SHIFT, key & ((1 << LEVEL_SHIFT) - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +73,29 @@ class EntryFilter:
 
 
 ENTRY_COLUMNS = "idx, id, type, actor, subject, time_us, data, leaf_hash"
-SUBJECT_INDEXED = "subject_indexed"
-"""Meta key: entries below this index are in ``subject_index``.
+EntryTuple = tuple[int, str, str, str, str, int, bytes, bytes]
+"""One entry row as written, in ``ENTRY_COLUMNS`` order (no object per row on the append path)."""
 
-Subjects are digests, random by nature: a B-tree index on them dirties one page per appended row
-and cut appends to a tenth of the raw insert rate (BENCHMARKS.md). So the subject index is
-derived: brought up to date, sorted, in one go, by the first query that filters on a subject,
-and checked against the entries by verification.
+SUBJECT_INDEXED = "subject_indexed"
+"""Schema v2's meta key for the derived subject index (renamed to ``INDEXED_UPTO`` by v3)."""
+INDEXED_UPTO = "indexed_upto"
+"""Meta key: entries below this index are in every derived index.
+
+Secondary indexes on the append path cost more than the rows themselves: subjects are digests, so
+a B-tree index on them dirties one page per appended row, and ``(type, idx)`` inserts land in as
+many places as there are types (BENCHMARKS.md, ADR 0001 and 0004). So the subject, type and time
+indexes are derived tables, brought up to date, sorted, in one go by the first query that filters
+on them, and checked against the entries by verification.
 """
-SUBJECT_CATCH_UP_CHUNK = 100_000
+DERIVED_INDEXES: tuple[tuple[str, str, str], ...] = (
+    ("subject_index", "subject", "subject index"),
+    ("type_index", "type", "type index"),
+    ("time_index", "time_us", "time index"),
+)
+"""(table, entries column, name in verification reports) of each derived index."""
+CATCH_UP_CHUNK = 100_000
 QUERY_CHUNK = 2000
+LEAF_CHUNK = 20_000
 
 RowFetcher = Callable[[str, Sequence[object]], Sequence[Sequence[Any]]]
 """Runs one SELECT with bound values and returns all its rows (a backend's cursor call)."""
@@ -97,29 +105,56 @@ def row_to_entry(r: Sequence[Any]) -> EntryRow:
     return EntryRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
 
 
+def needs_derived(flt: EntryFilter) -> bool:
+    return (
+        flt.subject is not None
+        or flt.type is not None
+        or flt.since_us is not None
+        or flt.until_us is not None
+    )
+
+
 def paginate(flt: EntryFilter, fetch: RowFetcher, mark: str) -> Iterator[EntryRow]:
     """Entries matching ``flt`` in index order, in keyset-paginated chunks.
 
     Each chunk is one short read, so a long listing never holds a snapshot (or pins the SQLite
-    WAL) for long. ``mark`` is the backend's placeholder (``?`` or ``%s``).
+    WAL) for long. ``mark`` is the backend's placeholder (``?`` or ``%s``). Type, subject and
+    time filters go through the derived indexes, which the caller brought up to date; the
+    entries' own columns are compared as well, so the result never depends on them alone.
     """
-    where, args = [f"idx >= {mark}"], list[object]([flt.start])
+    where, args = [f"e.idx >= {mark}"], list[object]([flt.start])
+    source = "entries e"
+    if flt.type is not None and flt.subject is None:
+        # The (type, idx) key walks one type in index order: no sort, no materialized set.
+        source = "type_index t CROSS JOIN entries e"
+        where = [f"t.type = {mark}", f"t.idx >= {mark}", "e.idx = t.idx"]
+        args = [flt.type, flt.start]
     for column, value in (("type", flt.type), ("actor", flt.actor)):
         if value is not None:
-            where.append(f"{column} = {mark}")
+            where.append(f"e.{column} = {mark}")
             args.append(value)
-    if flt.subject is not None:  # through the derived index; the caller brought it up to date
-        where.append(f"idx IN (SELECT idx FROM subject_index WHERE subject = {mark})")
-        args.append(flt.subject)
+    if flt.subject is not None:
+        where.append(f"e.idx IN (SELECT idx FROM subject_index WHERE subject = {mark})")
+        where.append(f"e.subject = {mark}")
+        args.extend([flt.subject, flt.subject])
+    times = []
     if flt.since_us is not None:
-        where.append(f"time_us >= {mark}")
-        args.append(flt.since_us)
+        times.append((">=", flt.since_us))
     if flt.until_us is not None:
-        where.append(f"time_us <= {mark}")
-        args.append(flt.until_us)
+        times.append(("<=", flt.until_us))
+    if times:
+        if source == "entries e" and flt.subject is None:
+            inner = " AND ".join(f"time_us {op} {mark}" for op, _ in times)
+            where.append(f"e.idx IN (SELECT idx FROM time_index WHERE {inner})")
+            args.extend(value for _, value in times)
+        where.extend(f"e.time_us {op} {mark}" for op, _ in times)
+        args.extend(value for _, value in times)
+    order = "t.idx" if source != "entries e" else "e.idx"
+    columns = ", ".join(f"e.{c.strip()}" for c in ENTRY_COLUMNS.split(","))
     sql = (
-        f"SELECT {ENTRY_COLUMNS} FROM entries WHERE {' AND '.join(where)} ORDER BY idx LIMIT {mark}"
+        f"SELECT {columns} FROM {source} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT {mark}"
     )
+    start_arg = 1 if source != "entries e" else 0
     remaining = flt.limit
     while remaining is None or remaining > 0:
         take = QUERY_CHUNK if remaining is None else min(QUERY_CHUNK, remaining)
@@ -128,9 +163,72 @@ def paginate(flt: EntryFilter, fetch: RowFetcher, mark: str) -> Iterator[EntryRo
             yield row_to_entry(r)
         if len(rows) < take:
             return
-        args[0] = rows[-1][0] + 1
+        args[start_arg] = rows[-1][0] + 1
         if remaining is not None:
             remaining -= len(rows)
+
+
+def nodes_from(
+    keys: Sequence[NodeKey], rows: Iterable[tuple[int, int, Any]]
+) -> dict[NodeKey, bytes]:
+    """Answer ``nodes()`` from rows ``(0, idx, leaf_hash)`` and ``(1, tile key, tile)``."""
+    out: dict[NodeKey, bytes] = {}
+    stored_tiles: dict[int, bytes] = {}
+    for is_tile, k, value in rows:
+        if is_tile:
+            stored_tiles[k] = bytes(value)
+        else:
+            out[(0, k)] = bytes(value)
+    out.update(tiles.lookup([key for key in keys if key[0]], stored_tiles))
+    return out
+
+
+def wanted_rows(keys: Sequence[NodeKey]) -> tuple[list[int], list[int]]:
+    """The entry indices and tile keys a ``nodes()`` request reads."""
+    leaves = sorted({index for level, index in keys if level == 0})
+    tile_keys = sorted({tiles.locate(level, index)[0] for level, index in keys if level})
+    return leaves, tile_keys
+
+
+def tiles_from_v2_nodes(
+    leaves: Iterable[bytes], stored: Iterable[tuple[int, Any]], head: TreeHead
+) -> list[tuple[int, bytes]]:
+    """Schema v3 migration: the tiles of the tree over ``leaves``, checked against the v2 node
+    rows ``(level << 50 | index, hash)`` and the head; StorageError (nothing migrated) if any
+    stored node or the head disagrees, so a damaged ledger is never silently repaired."""
+    from ..errors import StorageError
+    from ..merkle import Frontier
+
+    frontier = Frontier.empty()
+    blobs: dict[int, bytearray] = {}
+    remaining = iter(leaves)
+    while chunk := list(itertools.islice(remaining, 4096)):
+        for key, part in tiles.pack(frontier.extend(chunk)):
+            blobs.setdefault(key, bytearray()).extend(part)
+    if frontier.size != head.size or frontier.root() != head.root:
+        raise StorageError(
+            "cannot migrate to schema v3: the tree head does not match the stored leaf hashes; "
+            "verify the ledger with the immutrail version that wrote it"
+        )
+    count = 0
+    for k, h in stored:
+        level, index = k >> LEVEL_SHIFT, k & ((1 << LEVEL_SHIFT) - 1)
+        key, offset = tiles.locate(level, index) if level else (-1, 0)
+        blob = blobs.get(key)
+        if blob is None or bytes(blob[offset : offset + 32]) != bytes(h):
+            raise StorageError(
+                f"cannot migrate to schema v3: stored tree node level {level} index {index} "
+                "does not match the tree of the stored leaf hashes; verify the ledger with the "
+                "immutrail version that wrote it"
+            )
+        count += 1
+    expected = frontier.size - frontier.size.bit_count()
+    if count != expected:
+        raise StorageError(
+            f"cannot migrate to schema v3: {count} tree nodes stored, a tree of {frontier.size} "
+            f"entries has {expected}; verify the ledger with the immutrail version that wrote it"
+        )
+    return [(key, bytes(blob)) for key, blob in sorted(blobs.items())]
 
 
 class AppendWriter(Protocol):
@@ -140,10 +238,13 @@ class AppendWriter(Protocol):
 
     def insert(
         self,
-        entries: Sequence[EntryRow],
-        nodes: Sequence[tuple[int, int, bytes]],
+        entries: Sequence[EntryTuple],
+        tile_appends: Sequence[tuple[int, bytes]],
         new_head: TreeHead,
-    ) -> None: ...
+    ) -> None:
+        """Write the entries, append each ``(tile key, hashes)`` to its tile (creating it when
+        new), and move the head."""
+        ...
 
 
 class LedgerStore(Protocol):
@@ -160,13 +261,21 @@ class LedgerStore(Protocol):
 
     def close(self) -> None: ...
 
+    def reopen_url(self) -> str:
+        """A URL that opens this database again, credentials included: for worker processes
+        only, never for messages (use ``url``)."""
+        ...
+
     def get_meta(self, key: str) -> str | None: ...
 
     def put_meta_once(self, key: str, value: str) -> str:
         """Store ``value`` unless ``key`` exists; return what is stored (first writer wins)."""
         ...
 
-    def writer(self) -> AbstractContextManager[AppendWriter]: ...
+    def writer(self) -> AbstractContextManager[AppendWriter]:
+        """An exclusive append transaction; a repeated event id raises DuplicateEventError and
+        writes nothing."""
+        ...
 
     def head(self) -> TreeHead: ...
 
@@ -180,21 +289,34 @@ class LedgerStore(Protocol):
         """Entries in index order, streamed in chunks."""
         ...
 
+    def entry_chunks(self, start: int, stop: int) -> Iterator[list[EntryTuple]]:
+        """Raw entry rows ``[start, stop)`` in index order, a chunk at a time (verification)."""
+        ...
+
+    def leaf_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes]]]:
+        """``(index, leaf hash)`` of entries ``[start, stop)`` in index order, in chunks."""
+        ...
+
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]: ...
 
-    def check_subject_index(self) -> list[tuple[str, int | None]]:
-        """Where the derived subject index disagrees with the entries: (message, entry index)."""
+    def check_derived_indexes(self) -> list[tuple[str, str, int | None]]:
+        """Where a derived index disagrees with the entries: (index name, message, entry)."""
         ...
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
-        """Stored hashes of perfect subtrees; level 0 answers from the entries' leaf hashes."""
+        """Stored hashes of perfect subtrees (one round trip): level 0 from the entries' leaf
+        hashes, interior nodes from their tiles."""
         ...
 
-    def node_range(self, level: int, start: int, stop: int) -> Mapping[int, bytes]:
-        """Stored internal nodes of one level (>= 1) with ``start <= index < stop``."""
+    def head_and_nodes(self, keys: Sequence[NodeKey]) -> tuple[TreeHead, Mapping[NodeKey, bytes]]:
+        """The current head and :meth:`nodes` together (one round trip where it matters)."""
         ...
 
-    def count_nodes(self) -> int: ...
+    def tiles(self, start_key: int, stop_key: int) -> dict[int, bytes]:
+        """Stored tiles with ``start_key <= key < stop_key``."""
+        ...
+
+    def count_tiles(self) -> int: ...
 
     def add_checkpoint(self, checkpoint: StoredCheckpoint) -> StoredCheckpoint:
         """Store it unless one of that size exists; return the stored one."""

@@ -15,21 +15,30 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
+from .. import tiles
 from ..errors import DuplicateEventError, NotInitializedError, StorageError
 from ..merkle import EMPTY_ROOT
 from .interface import (
+    CATCH_UP_CHUNK,
+    DERIVED_INDEXES,
     ENTRY_COLUMNS,
-    SUBJECT_CATCH_UP_CHUNK,
+    INDEXED_UPTO,
+    LEAF_CHUNK,
+    QUERY_CHUNK,
     SUBJECT_INDEXED,
     EntryFilter,
     EntryRow,
+    EntryTuple,
     NodeKey,
     StoredCheckpoint,
     TreeHead,
-    node_key,
+    needs_derived,
+    nodes_from,
     paginate,
     redact_url,
     row_to_entry,
+    tiles_from_v2_nodes,
+    wanted_rows,
 )
 
 _MIGRATION_LOCK = 0x1A4D_7E11  # advisory lock id: one migrator at a time
@@ -91,7 +100,83 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             f"INSERT INTO meta VALUES ('{SUBJECT_INDEXED}', (SELECT count(*) FROM entries))",
         ],
     ),
+    (
+        3,
+        [
+            f"""CREATE TABLE tiles (
+                k BIGINT PRIMARY KEY,
+                hashes BYTEA NOT NULL CHECK (
+                    length(hashes) % 32 = 0 AND length(hashes) BETWEEN 32 AND {tiles.TILE_BYTES}
+                )
+            )""",
+            # Hashes do not compress: store them out of line without trying.
+            "ALTER TABLE tiles ALTER COLUMN hashes SET STORAGE EXTERNAL",
+            f"""CREATE FUNCTION immutrail_tiles_only_grow() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN
+                 IF NEW.k <> OLD.k OR length(OLD.hashes) >= {tiles.TILE_BYTES}
+                    OR substr(NEW.hashes, 1, length(OLD.hashes)) <> OLD.hashes THEN
+                   RAISE EXCEPTION 'ledger tiles only grow';
+                 END IF;
+                 RETURN NEW;
+               END $$""",
+            """CREATE TRIGGER tiles_only_grow BEFORE UPDATE ON tiles
+               FOR EACH ROW EXECUTE FUNCTION immutrail_tiles_only_grow()""",
+            """CREATE TRIGGER tiles_append_only BEFORE DELETE OR TRUNCATE ON tiles
+               FOR EACH STATEMENT EXECUTE FUNCTION immutrail_append_only()""",
+            """CREATE TABLE type_index (
+                type TEXT NOT NULL,
+                idx BIGINT NOT NULL,
+                PRIMARY KEY (type, idx)
+            )""",
+            """CREATE TABLE time_index (
+                time_us BIGINT NOT NULL,
+                idx BIGINT NOT NULL,
+                PRIMARY KEY (time_us, idx)
+            )""",
+            f"""INSERT INTO type_index SELECT type, idx FROM entries
+                WHERE idx < (SELECT value::bigint FROM meta WHERE key = '{SUBJECT_INDEXED}')
+                ORDER BY type, idx""",
+            f"""INSERT INTO time_index SELECT time_us, idx FROM entries
+                WHERE idx < (SELECT value::bigint FROM meta WHERE key = '{SUBJECT_INDEXED}')
+                ORDER BY time_us, idx""",
+            "DROP INDEX entries_type",
+            "DROP INDEX entries_time",
+            f"UPDATE meta SET key = '{INDEXED_UPTO}' WHERE key = '{SUBJECT_INDEXED}'",
+        ],
+    ),
 ]
+"""Versioned schema statements; version 3 also runs :func:`_nodes_to_tiles` after them."""
+
+ENTRY_TYPES = ["int8", "text", "text", "text", "text", "int8", "bytea", "bytea"]
+"""PostgreSQL types of ``ENTRY_COLUMNS``, for binary COPY."""
+TILES_AND_HEAD = """
+    WITH appended AS (
+        INSERT INTO tiles (k, hashes)
+        SELECT * FROM unnest(%s::bigint[], %s::bytea[])
+        ON CONFLICT (k) DO UPDATE SET hashes = tiles.hashes || excluded.hashes
+    )
+    UPDATE tree_head SET size = %s, root = %s, frontier = %s WHERE one = 1
+"""
+"""Append to each touched tile (creating it when new), and move the head."""
+
+
+def _nodes_to_tiles(cur: psycopg.Cursor[Any]) -> None:
+    """Schema v3: the v2 per-node rows become tiles (checked, never repaired), then go."""
+    cur.execute("SELECT size, root, frontier FROM tree_head WHERE one = 1")
+    row = cur.fetchone()
+    if row is None:
+        raise StorageError("the tree_head row is missing: the database is damaged")
+    head = TreeHead(row[0], bytes(row[1]), bytes(row[2]))
+    cur.execute("SELECT leaf_hash FROM entries ORDER BY idx")
+    leaves = [bytes(h) for (h,) in cur.fetchall()]
+    cur.execute("SELECT k, hash FROM nodes")
+    packed = tiles_from_v2_nodes(leaves, cur.fetchall(), head)
+    if packed:
+        with cur.copy("COPY tiles (k, hashes) FROM STDIN") as copy:
+            for tile_row in packed:
+                copy.write_row(tile_row)
+    cur.execute("DROP TRIGGER nodes_append_only ON nodes")
+    cur.execute("DROP TABLE nodes")
 
 
 def _normalize(url: str) -> str:
@@ -108,23 +193,26 @@ class PostgresWriter:
 
     def insert(
         self,
-        entries: Sequence[EntryRow],
-        nodes: Sequence[tuple[int, int, bytes]],
+        entries: Sequence[EntryTuple],
+        tile_appends: Sequence[tuple[int, bytes]],
         new_head: TreeHead,
     ) -> None:
         with self._conn.cursor() as cur:
-            with cur.copy(f"COPY entries ({ENTRY_COLUMNS}) FROM STDIN") as copy:
-                for e in entries:
-                    copy.write_row(
-                        (e.index, e.id, e.type, e.actor, e.subject, e.time_us, e.data, e.leaf_hash)
-                    )
-            if nodes:
-                with cur.copy("COPY nodes (k, hash) FROM STDIN") as copy:
-                    for level, index, h in nodes:
-                        copy.write_row((node_key(level, index), h))
+            # Binary COPY: no hex text for the BYTEA columns, half the per-row cost (measured).
+            with cur.copy(f"COPY entries ({ENTRY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(ENTRY_TYPES)
+                for row in entries:
+                    copy.write_row(row)
+            # Tiles and head in one statement: one round trip, which single appends feel.
             cur.execute(
-                "UPDATE tree_head SET size = %s, root = %s, frontier = %s WHERE one = 1",
-                (new_head.size, new_head.root, new_head.frontier),
+                TILES_AND_HEAD,
+                (
+                    [k for k, _ in tile_appends],
+                    [h for _, h in tile_appends],
+                    new_head.size,
+                    new_head.root,
+                    new_head.frontier,
+                ),
             )
 
 
@@ -158,6 +246,8 @@ class PostgresStore:
                 if version > current:
                     for statement in statements:
                         cur.execute(statement)
+                    if version == 3:
+                        _nodes_to_tiles(cur)
                     cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
         return latest
 
@@ -171,6 +261,9 @@ class PostgresStore:
 
     def close(self) -> None:
         self._conn.close()
+
+    def reopen_url(self) -> str:
+        return self._dsn
 
     # -- meta ----------------------------------------------------------------------------------
 
@@ -218,8 +311,10 @@ class PostgresStore:
     # -- reads ---------------------------------------------------------------------------------
 
     def head(self) -> TreeHead:
+        # Binary results throughout the reads: BYTEA arrives as bytes, not as hex text to decode
+        # (a proof's tiles: 0.38 against 0.79 ms, measured).
         row = self._conn.execute(
-            "SELECT size, root, frontier FROM tree_head WHERE one = 1"
+            "SELECT size, root, frontier FROM tree_head WHERE one = 1", binary=True
         ).fetchone()
         if row is None:
             raise StorageError("the tree_head row is missing: the database is damaged")
@@ -227,7 +322,7 @@ class PostgresStore:
 
     def entry(self, index: int) -> EntryRow | None:
         row = self._conn.execute(
-            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx = %s", (index,)
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx = %s", (index,), binary=True
         ).fetchone()
         return None if row is None else row_to_entry(row)
 
@@ -244,79 +339,124 @@ class PostgresStore:
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[EntryRow]:
         return self.query(EntryFilter(start=start, limit=None if stop is None else stop - start))
 
-    def index_subjects(self) -> None:
-        """Bring the derived subject index up to the tree head, sorted, in one transaction."""
+    def entry_chunks(self, start: int, stop: int) -> Iterator[list[EntryTuple]]:
+        sql = (
+            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx >= %s AND idx < %s "
+            "ORDER BY idx LIMIT %s"
+        )
+        while start < stop:
+            rows = self._conn.execute(sql, (start, stop, QUERY_CHUNK), binary=True).fetchall()
+            if not rows:
+                return
+            yield rows
+            start = rows[-1][0] + 1
+
+    def leaf_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes]]]:
+        sql = (
+            "SELECT idx, leaf_hash FROM entries WHERE idx >= %s AND idx < %s ORDER BY idx LIMIT %s"
+        )
+        while start < stop:
+            rows = [
+                (r[0], bytes(r[1]))
+                for r in self._conn.execute(sql, (start, stop, LEAF_CHUNK), binary=True)
+            ]
+            if not rows:
+                return
+            yield rows
+            start = rows[-1][0] + 1
+
+    def catch_up_indexes(self) -> None:
+        """Bring the derived indexes up to the tree head, sorted, in one transaction."""
         size = self.head().size
-        if int(self.get_meta(SUBJECT_INDEXED) or 0) >= size:
+        if int(self.get_meta(INDEXED_UPTO) or 0) >= size:
             return
         with self._conn.transaction(), self._conn.cursor() as cur:
             cur.execute("SELECT 1 FROM tree_head WHERE one = 1 FOR UPDATE")  # one indexer
-            cur.execute("SELECT value FROM meta WHERE key = %s", (SUBJECT_INDEXED,))
+            cur.execute("SELECT value FROM meta WHERE key = %s", (INDEXED_UPTO,))
             row = cur.fetchone()
             upto = int(row[0]) if row else 0
-            while True:
-                cur.execute(
-                    "SELECT subject, idx FROM entries WHERE idx >= %s ORDER BY idx LIMIT %s",
-                    (upto, SUBJECT_CATCH_UP_CHUNK),
-                )
-                rows = cur.fetchall()
-                if not rows:
-                    break
-                upto = rows[-1][1] + 1
-                rows.sort()
-                with cur.copy("COPY subject_index (subject, idx) FROM STDIN") as copy:
-                    for subject_row in rows:
-                        copy.write_row(subject_row)
-            cur.execute("UPDATE meta SET value = %s WHERE key = %s", (str(upto), SUBJECT_INDEXED))
+            # Sorted by the database itself, a chunk at a time: each index takes the new rows
+            # as a few sequential runs, and no row passes through Python.
+            cur.execute("SELECT size FROM tree_head WHERE one = 1")
+            head_row = cur.fetchone()
+            size = int(head_row[0]) if head_row else 0
+            for start in range(upto, size, CATCH_UP_CHUNK):
+                stop = min(start + CATCH_UP_CHUNK, size)
+                for table, column, _ in DERIVED_INDEXES:
+                    cur.execute(
+                        f"INSERT INTO {table} SELECT {column}, idx FROM entries "
+                        "WHERE idx >= %s AND idx < %s ORDER BY 1, 2",
+                        (start, stop),
+                    )
+            upto = max(upto, size)
+            cur.execute("UPDATE meta SET value = %s WHERE key = %s", (str(upto), INDEXED_UPTO))
 
-    def check_subject_index(self) -> list[tuple[str, int | None]]:
-        upto = int(self.get_meta(SUBJECT_INDEXED) or 0)
-        problems: list[tuple[str, int | None]] = []
-        for (idx,) in self._conn.execute(
-            "SELECT s.idx FROM subject_index s LEFT JOIN entries e ON e.idx = s.idx "
-            "WHERE e.idx IS NULL OR e.subject IS DISTINCT FROM s.subject OR s.idx >= %s "
-            "ORDER BY s.idx LIMIT 5",
-            (upto,),
-        ):
-            problems.append((f"names entry {idx} under a subject it does not have", idx))
-        row = self._conn.execute("SELECT count(*) FROM subject_index").fetchone()
-        count = int(row[0]) if row else 0
-        if count != upto:
-            problems.append((f"holds {count} rows for {upto} indexed entries", None))
+    def check_derived_indexes(self) -> list[tuple[str, str, int | None]]:
+        upto = int(self.get_meta(INDEXED_UPTO) or 0)
+        problems: list[tuple[str, str, int | None]] = []
+        for table, column, name in DERIVED_INDEXES:
+            for (idx,) in self._conn.execute(
+                f"SELECT d.idx FROM {table} d LEFT JOIN entries e ON e.idx = d.idx "
+                f"WHERE e.idx IS NULL OR e.{column} IS DISTINCT FROM d.{column} OR d.idx >= %s "
+                "ORDER BY d.idx LIMIT 5",
+                (upto,),
+            ):
+                problems.append((name, f"names entry {idx} under a {column} it does not have", idx))
+            row = self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            count = int(row[0]) if row else 0
+            if count != upto:
+                problems.append((name, f"holds {count} rows for {upto} indexed entries", None))
         return problems
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
-        if flt.subject is not None:
-            self.index_subjects()
-        return paginate(flt, lambda sql, args: self._conn.execute(sql, args).fetchall(), "%s")
+        if needs_derived(flt):
+            self.catch_up_indexes()
+        return paginate(
+            flt, lambda sql, args: self._conn.execute(sql, args, binary=True).fetchall(), "%s"
+        )
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
-        # One statement for leaves and inner nodes: a proof is one round trip.
-        leaves = [index for level, index in keys if level == 0]
-        inner = {node_key(level, index): (level, index) for level, index in keys if level}
-        out: dict[NodeKey, bytes] = {}
         if not keys:
-            return out
+            return {}
+        # One statement for leaves and tiles: with the head, a proof is two round trips.
+        leaves, tile_keys = wanted_rows(keys)
         rows = self._conn.execute(
             "SELECT 0, idx, leaf_hash FROM entries WHERE idx = ANY(%s) "
-            "UNION ALL SELECT 1, k, hash FROM nodes WHERE k = ANY(%s)",
-            (leaves, list(inner)),
+            "UNION ALL SELECT 1, k, hashes FROM tiles WHERE k = ANY(%s)",
+            (leaves, tile_keys),
+            binary=True,
         )
-        for is_inner, k, h in rows:
-            out[inner[k] if is_inner else (0, k)] = bytes(h)
-        return out
+        return nodes_from(keys, rows)
 
-    def node_range(self, level: int, start: int, stop: int) -> Mapping[int, bytes]:
-        base = node_key(level, 0)
+    def head_and_nodes(self, keys: Sequence[NodeKey]) -> tuple[TreeHead, Mapping[NodeKey, bytes]]:
+        """One statement, so a proof is one round trip (a loopback one costs ~0.15 ms here)."""
+        leaves, tile_keys = wanted_rows(keys)
+        rows = self._conn.execute(
+            "SELECT 2, size, root, frontier FROM tree_head WHERE one = 1 "
+            "UNION ALL SELECT 0, idx, leaf_hash, NULL FROM entries WHERE idx = ANY(%s) "
+            "UNION ALL SELECT 1, k, hashes, NULL FROM tiles WHERE k = ANY(%s)",
+            (leaves, tile_keys),
+            binary=True,
+        ).fetchall()
+        heads = [r for r in rows if r[0] == 2]
+        if not heads:
+            raise StorageError("the tree_head row is missing: the database is damaged")
+        _, size, root, frontier = heads[0]
+        found = nodes_from(keys, [(r[0], r[1], r[2]) for r in rows if r[0] != 2])
+        return TreeHead(size, bytes(root), bytes(frontier)), found
+
+    def tiles(self, start_key: int, stop_key: int) -> dict[int, bytes]:
         return {
-            k - base: bytes(h)
+            k: bytes(h)
             for k, h in self._conn.execute(
-                "SELECT k, hash FROM nodes WHERE k >= %s AND k < %s", (base + start, base + stop)
+                "SELECT k, hashes FROM tiles WHERE k >= %s AND k < %s",
+                (start_key, stop_key),
+                binary=True,
             )
         }
 
-    def count_nodes(self) -> int:
-        row = self._conn.execute("SELECT count(*) FROM nodes").fetchone()
+    def count_tiles(self) -> int:
+        row = self._conn.execute("SELECT count(*) FROM tiles").fetchone()
         return int(row[0]) if row else 0
 
     def checkpoints(self) -> list[StoredCheckpoint]:

@@ -8,25 +8,36 @@ append path is the product's hot path, and Core costs half the raw insert rate (
 
 from __future__ import annotations
 
+import functools
+import itertools
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from .. import tiles
 from ..errors import DuplicateEventError, NotInitializedError, StorageError
 from ..merkle import EMPTY_ROOT
 from .interface import (
+    CATCH_UP_CHUNK,
+    DERIVED_INDEXES,
     ENTRY_COLUMNS,
-    SUBJECT_CATCH_UP_CHUNK,
+    INDEXED_UPTO,
+    LEAF_CHUNK,
+    QUERY_CHUNK,
     SUBJECT_INDEXED,
     EntryFilter,
     EntryRow,
+    EntryTuple,
     NodeKey,
     StoredCheckpoint,
     TreeHead,
-    node_key,
+    needs_derived,
+    nodes_from,
     paginate,
     row_to_entry,
+    tiles_from_v2_nodes,
+    wanted_rows,
 )
 
 MIGRATIONS: list[tuple[int, str]] = [
@@ -90,7 +101,74 @@ MIGRATIONS: list[tuple[int, str]] = [
         INSERT INTO meta VALUES ('{SUBJECT_INDEXED}', (SELECT count(*) FROM entries));
         """,
     ),
+    (
+        3,
+        f"""
+        CREATE TABLE tiles (
+            k INTEGER PRIMARY KEY,
+            hashes BLOB NOT NULL
+                CHECK (length(hashes) % 32 = 0 AND length(hashes) BETWEEN 32 AND {tiles.TILE_BYTES})
+        );
+        -- A tile only grows, by whole hashes, until it is full; then it never changes.
+        CREATE TRIGGER tiles_only_grow BEFORE UPDATE ON tiles
+            WHEN NEW.k IS NOT OLD.k OR length(OLD.hashes) >= {tiles.TILE_BYTES}
+                OR substr(NEW.hashes, 1, length(OLD.hashes)) IS NOT OLD.hashes
+            BEGIN SELECT RAISE(ABORT, 'ledger tiles only grow'); END;
+        CREATE TRIGGER tiles_no_delete BEFORE DELETE ON tiles
+            BEGIN SELECT RAISE(ABORT, 'ledger tiles are append-only'); END;
+        CREATE TABLE type_index (
+            type TEXT NOT NULL,
+            idx INTEGER NOT NULL,
+            PRIMARY KEY (type, idx)
+        ) WITHOUT ROWID;
+        CREATE TABLE time_index (
+            time_us INTEGER NOT NULL,
+            idx INTEGER NOT NULL,
+            PRIMARY KEY (time_us, idx)
+        ) WITHOUT ROWID;
+        INSERT INTO type_index SELECT type, idx FROM entries
+            WHERE idx < (SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{SUBJECT_INDEXED}')
+            ORDER BY type, idx;
+        INSERT INTO time_index SELECT time_us, idx FROM entries
+            WHERE idx < (SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{SUBJECT_INDEXED}')
+            ORDER BY time_us, idx;
+        DROP INDEX entries_type;
+        DROP INDEX entries_time;
+        UPDATE meta SET key = '{INDEXED_UPTO}' WHERE key = '{SUBJECT_INDEXED}';
+        """,
+    ),
 ]
+"""Versioned schema scripts; version 3 also runs :func:`_nodes_to_tiles` after its script."""
+
+ROWS_PER_INSERT = 100
+"""Entries per multi-row INSERT (800 bound values, under SQLite's historic limit of 999): one
+statement step per 100 rows instead of one per row (measured 1.2x on the rows alone)."""
+# SQLite's || yields TEXT even for two BLOBs; CAST back keeps the bytes and the BLOB type.
+TILE_APPEND = (
+    "INSERT INTO tiles (k, hashes) VALUES (?, ?) "
+    "ON CONFLICT (k) DO UPDATE SET hashes = CAST(hashes || excluded.hashes AS BLOB)"
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_entries_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES {values}"
+
+
+def _nodes_to_tiles(conn: sqlite3.Connection) -> None:
+    """Schema v3: the v2 per-node rows become tiles (checked, never repaired), then go."""
+    head = _read_head(conn)
+    leaves = (bytes(h) for (h,) in conn.execute("SELECT leaf_hash FROM entries ORDER BY idx"))
+    stored = conn.execute("SELECT k, hash FROM nodes")
+    packed = tiles_from_v2_nodes(leaves, stored, head)
+    conn.executemany("INSERT INTO tiles (k, hashes) VALUES (?, ?)", packed)
+    for statement in (
+        "DROP TRIGGER nodes_no_update",
+        "DROP TRIGGER nodes_no_delete",
+        "DROP TABLE nodes",
+    ):
+        conn.execute(statement)
 
 
 class SqliteWriter:
@@ -102,22 +180,17 @@ class SqliteWriter:
 
     def insert(
         self,
-        entries: Sequence[EntryRow],
-        nodes: Sequence[tuple[int, int, bytes]],
+        entries: Sequence[EntryTuple],
+        tile_appends: Sequence[tuple[int, bytes]],
         new_head: TreeHead,
     ) -> None:
-        self._conn.executemany(
-            f"INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (e.index, e.id, e.type, e.actor, e.subject, e.time_us, e.data, e.leaf_hash)
-                for e in entries
-            ],
-        )
-        self._conn.executemany(
-            "INSERT INTO nodes (k, hash) VALUES (?, ?)",
-            [(node_key(level, index), h) for level, index, h in nodes],
-        )
-        self._conn.execute(
+        conn = self._conn
+        flat = itertools.chain.from_iterable
+        for start in range(0, len(entries), ROWS_PER_INSERT):
+            chunk = entries[start : start + ROWS_PER_INSERT]
+            conn.execute(_insert_entries_sql(len(chunk)), list(flat(chunk)))
+        conn.executemany(TILE_APPEND, tile_appends)
+        conn.execute(
             "UPDATE tree_head SET size = ?, root = ?, frontier = ? WHERE one = 1",
             (new_head.size, new_head.root, new_head.frontier),
         )
@@ -181,6 +254,8 @@ class SqliteStore:
                 if version > current:
                     for statement in _statements(script):
                         conn.execute(statement)
+                    if version == 3:
+                        _nodes_to_tiles(conn)
                     conn.execute(
                         "INSERT INTO schema_migrations VALUES (?, strftime('%Y-%m-%dT%H:%M:%SZ'))",
                         (version,),
@@ -204,6 +279,9 @@ class SqliteStore:
 
     def close(self) -> None:
         self._conn.close()
+
+    def reopen_url(self) -> str:
+        return self.url
 
     # -- meta ----------------------------------------------------------------------------------
 
@@ -285,78 +363,98 @@ class SqliteStore:
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[EntryRow]:
         return self.query(EntryFilter(start=start, limit=None if stop is None else stop - start))
 
-    def index_subjects(self) -> None:
-        """Bring the derived subject index up to the tree head, sorted, in one transaction."""
+    def entry_chunks(self, start: int, stop: int) -> Iterator[list[EntryTuple]]:
+        sql = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
+        while start < stop:
+            rows: list[EntryTuple] = self._conn.execute(sql, (start, stop, QUERY_CHUNK)).fetchall()
+            if not rows:
+                return
+            yield rows
+            start = rows[-1][0] + 1
+
+    def leaf_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes]]]:
+        sql = "SELECT idx, leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
+        while start < stop:
+            rows = [(r[0], bytes(r[1])) for r in self._conn.execute(sql, (start, stop, LEAF_CHUNK))]
+            if not rows:
+                return
+            yield rows
+            start = rows[-1][0] + 1
+
+    def catch_up_indexes(self) -> None:
+        """Bring the derived indexes up to the tree head, sorted, in one transaction."""
         size = self.head().size
-        if int(self.get_meta(SUBJECT_INDEXED) or 0) >= size:
+        if int(self.get_meta(INDEXED_UPTO) or 0) >= size:
             return
         with self._transaction() as conn:
-            upto = int(
-                conn.execute("SELECT value FROM meta WHERE key = ?", (SUBJECT_INDEXED,)).fetchone()[
-                    0
-                ]
-            )
-            while True:
-                rows = conn.execute(
-                    "SELECT subject, idx FROM entries WHERE idx >= ? ORDER BY idx LIMIT ?",
-                    (upto, SUBJECT_CATCH_UP_CHUNK),
-                ).fetchall()
-                if not rows:
-                    break
-                upto = rows[-1][1] + 1
-                rows.sort()
-                conn.executemany("INSERT INTO subject_index VALUES (?, ?)", rows)
-            conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(upto), SUBJECT_INDEXED))
+            (value,) = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (INDEXED_UPTO,)
+            ).fetchone()
+            upto = int(value)
+            # Sorted by the database itself, a chunk at a time: each index takes the new rows
+            # as a few sequential runs, and no row passes through Python.
+            (size,) = conn.execute("SELECT size FROM tree_head WHERE one = 1").fetchone()
+            for start in range(upto, size, CATCH_UP_CHUNK):
+                stop = min(start + CATCH_UP_CHUNK, size)
+                for table, column, _ in DERIVED_INDEXES:
+                    conn.execute(
+                        f"INSERT INTO {table} SELECT {column}, idx FROM entries "
+                        "WHERE idx >= ? AND idx < ? ORDER BY 1, 2",
+                        (start, stop),
+                    )
+            upto = max(upto, size)
+            conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(upto), INDEXED_UPTO))
 
-    def check_subject_index(self) -> list[tuple[str, int | None]]:
-        upto = int(self.get_meta(SUBJECT_INDEXED) or 0)
-        problems: list[tuple[str, int | None]] = []
-        for (idx,) in self._conn.execute(
-            "SELECT s.idx FROM subject_index s LEFT JOIN entries e ON e.idx = s.idx "
-            "WHERE e.idx IS NULL OR e.subject IS NOT s.subject OR s.idx >= ? "
-            "ORDER BY s.idx LIMIT 5",
-            (upto,),
-        ):
-            problems.append((f"names entry {idx} under a subject it does not have", idx))
-        count = self._conn.execute("SELECT count(*) FROM subject_index").fetchone()[0]
-        if count != upto:
-            problems.append((f"holds {count} rows for {upto} indexed entries", None))
+    def check_derived_indexes(self) -> list[tuple[str, str, int | None]]:
+        upto = int(self.get_meta(INDEXED_UPTO) or 0)
+        problems: list[tuple[str, str, int | None]] = []
+        for table, column, name in DERIVED_INDEXES:
+            for (idx,) in self._conn.execute(
+                f"SELECT d.idx FROM {table} d LEFT JOIN entries e ON e.idx = d.idx "
+                f"WHERE e.idx IS NULL OR e.{column} IS NOT d.{column} OR d.idx >= ? "
+                "ORDER BY d.idx LIMIT 5",
+                (upto,),
+            ):
+                problems.append((name, f"names entry {idx} under a {column} it does not have", idx))
+            count = self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            if count != upto:
+                problems.append((name, f"holds {count} rows for {upto} indexed entries", None))
         return problems
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
-        if flt.subject is not None:
-            self.index_subjects()
+        if needs_derived(flt):
+            self.catch_up_indexes()
         return paginate(flt, lambda sql, args: self._conn.execute(sql, args).fetchall(), "?")
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
-        leaves = [index for level, index in keys if level == 0]
-        inner = {node_key(level, index): (level, index) for level, index in keys if level}
-        out: dict[NodeKey, bytes] = {}
         if not keys:
-            return out
-        # Both kinds in one statement (no more than 999 parameters: a proof needs about 64).
+            return {}
+        leaves, tile_keys = wanted_rows(keys)
+        # Both kinds in one statement (no more than 999 parameters: a proof needs about 70).
         marks_leaves = ",".join("?" * len(leaves)) or "NULL"
-        marks_inner = ",".join("?" * len(inner)) or "NULL"
+        marks_tiles = ",".join("?" * len(tile_keys)) or "NULL"
         rows = self._conn.execute(
             f"SELECT 0, idx, leaf_hash FROM entries WHERE idx IN ({marks_leaves}) "
-            f"UNION ALL SELECT 1, k, hash FROM nodes WHERE k IN ({marks_inner})",
-            [*leaves, *inner],
+            f"UNION ALL SELECT 1, k, hashes FROM tiles WHERE k IN ({marks_tiles})",
+            [*leaves, *tile_keys],
         )
-        for is_inner, k, h in rows:
-            out[inner[k] if is_inner else (0, k)] = bytes(h)
-        return out
+        return nodes_from(keys, rows)
 
-    def node_range(self, level: int, start: int, stop: int) -> Mapping[int, bytes]:
-        base = node_key(level, 0)
+    def head_and_nodes(self, keys: Sequence[NodeKey]) -> tuple[TreeHead, Mapping[NodeKey, bytes]]:
+        # Two statements: a local call costs microseconds. The nodes of any size up to the head
+        # are there for good, so a head that moves in between does no harm.
+        return _read_head(self._conn), self.nodes(keys)
+
+    def tiles(self, start_key: int, stop_key: int) -> dict[int, bytes]:
         return {
-            k - base: bytes(h)
+            k: bytes(h)
             for k, h in self._conn.execute(
-                "SELECT k, hash FROM nodes WHERE k >= ? AND k < ?", (base + start, base + stop)
+                "SELECT k, hashes FROM tiles WHERE k >= ? AND k < ?", (start_key, stop_key)
             )
         }
 
-    def count_nodes(self) -> int:
-        return int(self._conn.execute("SELECT count(*) FROM nodes").fetchone()[0])
+    def count_tiles(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM tiles").fetchone()[0])
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         return [
