@@ -13,7 +13,7 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from artifacts.conftest import commit_all, make_repo, write_files
+from artifacts.conftest import commit_all, git, make_repo, write_files
 from immutrail.cli.main import app
 from immutrail.ledger.home import open_ledger
 from immutrail.ledger.storage.interface import EntryFilter
@@ -78,7 +78,7 @@ def test_vulnerable_refused_patched_promoted(tmp_path: Path, home: Path) -> None
     assert "GHSA-x84v-xcm2-53pg (high) in requests 2.19.0" in why["vulnerabilities.exceptions"]
     assert "0 of 2 approval(s)" in why["approvals"] and "signature" in why
     assert "provenance" not in why and "baseline" not in why and "tests" not in why
-    assert not (home / "desired" / "prod.json").exists()
+    assert not (home / "desired-state" / "prod.json").exists()
 
     # The patched rebuild: same repository, fixed versions, a new commit on main.
     (repo / "rootfs/usr/lib/python3/dist-packages/requests-2.19.0.dist-info/METADATA").unlink()
@@ -105,9 +105,14 @@ def test_vulnerable_refused_patched_promoted(tmp_path: Path, home: Path) -> None
     assert dry["allowed"] and dry["dry_run"]
     promoted = cli(home, "promote", v2, "--to", "prod")
     assert promoted["allowed"] and not promoted["override"]
-    desired = json.loads((home / "desired" / "prod.json").read_text())
+    desired = json.loads((home / "desired-state" / "prod.json").read_text())
     assert desired["digest"] == v2 and desired["ledger_index"] == promoted["ledger_index"]
     assert desired["image"] == "app:2"
+    # The desired-state repository has the promotion as a commit by the promoting principal.
+    log = git(home / "desired-state", "log", "--format=%an%x00%B", "-1").split("\0")
+    assert log[0] == "user:test"
+    assert f"digest: {v2}" in log[1] and f"ledger-index: {promoted['ledger_index']}" in log[1]
+    assert "decision: allowed by policy" in log[1]
     shown = cli(home, "policy", "show", "prod")
     assert shown["format"] == "built-in" and shown["desired_state"]["digest"] == v2
 
@@ -246,8 +251,6 @@ def test_exception_and_break_glass(tmp_path: Path, home: Path) -> None:
 
 
 def test_detached_head_and_feature_branch_are_not_protected(tmp_path: Path, home: Path) -> None:
-    from artifacts.conftest import git
-
     repo = make_repo(tmp_path / "repo", {"image.yaml": DEFINITION, "rootfs/a": "1\n"})
     git(repo, "checkout", "-q", "-b", "feature")
     feature = cli(home, "build", str(repo / "image.yaml"), "--tag", "f:1")["digest"]

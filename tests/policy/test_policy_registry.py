@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from artifacts.conftest import commit_all, make_repo
+from artifacts.conftest import commit_all, git, make_repo
 from immutrail.ledger.event import Event
 from immutrail.ledger.home import open_ledger
 from immutrail.ledger.storage.interface import EntryFilter
@@ -112,9 +112,15 @@ def test_desired_state_is_repaired_from_the_ledger(tmp_path: Path, home: Path) -
     commit_all(repo)
     second = cli(home, "build", str(repo / "image.yaml"), "--tag", "a:2")["digest"]
     promoted = cli(home, "promote", second, "--to", "dev")
-    path = home / "desired" / "dev.json"
-    path.write_text(json.dumps({"environment": "dev", "digest": first}))  # stale, as after a crash
+    repository = home / "desired-state"
+    assert git(repository, "rev-list", "--count", "HEAD") == "2"
+    path = repository / "dev.json"
+    git(repository, "reset", "-q", "--hard", "HEAD~1")  # one promotion behind, as after a crash
+    assert json.loads(path.read_text())["digest"] == first
     shown = cli(home, "policy", "show", "dev")["desired_state"]
     assert shown["digest"] == second and shown["previous"] == first
     assert shown["ledger_index"] == promoted["ledger_index"]
     assert json.loads(path.read_text()) == shown
+    assert git(repository, "rev-list", "--count", "HEAD") == "2"  # the repair is a new commit
+    assert "repaired-from-ledger: true" in git(repository, "log", "-1", "--format=%B")
+    assert git(repository, "status", "--porcelain") == ""

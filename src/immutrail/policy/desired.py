@@ -1,10 +1,11 @@
 """The desired state of an environment: which image digest the gate last allowed to run there.
 
-The ledger is the truth: the ``promotion.decided`` event is appended first, then
-``$IMMUTRAIL_HOME/desired/<env>.json`` is replaced atomically to say the same, naming the event's
-index. A crash between the two leaves a file one promotion behind, which :func:`desired_state`
-detects by comparing with the ledger and repairs from it. (The deployment part turns this file
-into a commit in the desired-state git repository.)
+The ledger is the truth: the ``promotion.decided`` event is appended first, then the
+desired-state git repository (``$IMMUTRAIL_HOME/desired-state``, GitOps style) gets a commit that
+writes ``<env>.json``, authored by the promoting principal, whose message names the digest, the
+decision, the policy and the ledger index. A crash between the two leaves the repository one
+promotion behind, which :func:`desired_state` detects by comparing with the ledger and repairs
+with a commit of its own. So the git history and the ledger can always be cross-checked.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from immutrail.artifacts.errors import ArtifactError
+from immutrail.artifacts.errors import ArtifactError, SourceError
+from immutrail.artifacts.git import run_git
 from immutrail.artifacts.store import Store
 from immutrail.ledger.event import Event, parse_entry
 from immutrail.ledger.ledger import Ledger
@@ -23,8 +25,9 @@ from immutrail.ledger.storage.interface import EntryFilter
 
 from .errors import PolicyError
 
-DESIRED_DIR = "desired"
+DESIRED_REPO = "desired-state"
 EVENT_PROMOTION = "promotion.decided"
+COMMITTER = ("immutrail", "immutrail@localhost")
 
 
 @dataclass(frozen=True)
@@ -60,25 +63,28 @@ def record_promotion(
     before = _from_ledger(ledger, store, environment)
     index = ledger.append(event).index
     state = _state(store, event, index, _previous(before, event.subject))
-    _write(home, state)
+    _commit(home, state, repaired=False)
     return state
 
 
 def desired_state(
     home: Path, ledger: Ledger, store: Store, environment: str
 ) -> DesiredState | None:
-    """The environment's desired state, repaired from the ledger if the file lags behind it."""
+    """The environment's desired state, repaired from the ledger if the repository lags."""
     truth = _from_ledger(ledger, store, environment)
     if truth is None:
         return None
-    path = home / DESIRED_DIR / f"{environment}.json"
     try:
-        on_disk = json.loads(path.read_text())
+        on_disk = json.loads((home / DESIRED_REPO / f"{environment}.json").read_text())
     except (OSError, ValueError):
         on_disk = None
     if on_disk != truth.to_json():
-        _write(home, truth)
+        _commit(home, truth, repaired=True)
     return truth
+
+
+def desired_repository(home: Path) -> Path:
+    return home / DESIRED_REPO
 
 
 def _from_ledger(ledger: Ledger, store: Store, environment: str) -> DesiredState | None:
@@ -118,17 +124,61 @@ def _state(store: Store, event: Event, index: int, previous: str | None) -> Desi
     )
 
 
-def _write(home: Path, state: DesiredState) -> None:
-    folder = home / DESIRED_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{state.environment}.json"
-    temporary = target.with_suffix(".tmp")
+def _commit(home: Path, state: DesiredState, *, repaired: bool) -> str:
+    """Write ``<env>.json`` into the desired-state repository and commit it; the commit id."""
+    root = home / DESIRED_REPO
     try:
+        if not (root / ".git").is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+            run_git(root, "init", "-q", "-b", "main")
+        target = root / f"{state.environment}.json"
+        temporary = target.with_suffix(".tmp")
         with open(temporary, "w", encoding="utf-8") as handle:
             json.dump(state.to_json(), handle, indent=2, sort_keys=True)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except OSError as exc:
-        raise PolicyError(f"cannot write the desired state {target}: {exc.strerror}") from exc
+        run_git(root, "add", "--", target.name)
+        if run_git(root, "status", "--porcelain", "--", target.name).strip():
+            run_git(
+                root,
+                "-c",
+                f"user.name={COMMITTER[0]}",
+                "-c",
+                f"user.email={COMMITTER[1]}",
+                "commit",
+                "-q",
+                "--author",
+                _author(state.promoted_by),
+                "-m",
+                _message(state, repaired),
+            )
+        return run_git(root, "rev-parse", "HEAD").decode().strip()
+    except (OSError, SourceError) as exc:
+        raise PolicyError(
+            f"cannot record the desired state of {state.environment} in {root}: {exc}"
+        ) from exc
+
+
+def _author(principal: str) -> str:
+    email = principal if "@" in principal else f"{principal.replace(':', '.')}@immutrail.local"
+    return f"{principal} <{email}>"
+
+
+def _message(state: DesiredState, repaired: bool) -> str:
+    decision = "allowed under BREAK-GLASS override" if state.override else "allowed by policy"
+    lines = [
+        f"promote {state.image or state.digest} to {state.environment}",
+        "",
+        f"digest: {state.digest}",
+        f"decision: {decision}",
+        f"policy: {state.policy_digest}",
+        f"ledger-index: {state.ledger_index}",
+        f"promoted-by: {state.promoted_by}",
+    ]
+    if state.previous:
+        lines.append(f"previous: {state.previous}")
+    if repaired:
+        lines.append("repaired-from-ledger: true")
+    return "\n".join(lines) + "\n"

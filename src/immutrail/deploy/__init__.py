@@ -1,0 +1,1 @@
+"""Deploy by replacement: environments, desired state, runtime drivers, strategies."""
