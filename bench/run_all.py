@@ -24,6 +24,9 @@ BENCHMARKS = [
     ("ledger_verify", "bench_ledger_verify.py"),
     ("build", "bench_build.py"),
     ("registry", "bench_registry.py"),
+    ("scan", "bench_scan.py"),
+    ("baseline", "bench_baseline.py"),
+    ("proxy", "bench_proxy.py"),
 ]
 
 

@@ -174,8 +174,11 @@ debian_versions = st.builds(
     st.from_regex(r"[0-9][0-9a-z.+~]{0,6}", fullmatch=True),
     st.from_regex(r"[0-9a-z.+~]{0,4}", fullmatch=True),
 )
+# Qualifiers follow "-" only: Maven's own ComparableVersion is not transitive once a qualifier
+# follows a "." ("1-alpha" < "1" < "1.sp" < "1-alpha"), and we follow Maven, not a total order.
 maven_versions = st.from_regex(
-    r"[0-9]{1,2}([.-]([0-9]{1,2}|alpha|beta|rc|sp|ga|foo|m1|a1)){0,3}", fullmatch=True
+    r"[0-9]{1,2}(\.[0-9]{1,2}){0,2}(-([0-9]{1,2}|alpha|beta|rc|sp|ga|foo|m1|a1)){0,2}",
+    fullmatch=True,
 )
 pypi_versions = st.from_regex(
     r"[0-9]{1,2}(\.[0-9]{1,2}){0,2}((a|b|rc)[0-9])?(\.post[0-9])?(\.dev[0-9])?(\+[a-z0-9]{1,3})?",
@@ -205,3 +208,11 @@ def test_order_is_antisymmetric_and_transitive(name: str, strategy, data) -> Non
     ordered = sorted([a, b, c], key=scheme.parse)
     for x, y in itertools.pairwise(ordered):
         assert scheme.compare(x, y) <= 0
+
+
+def test_maven_is_followed_even_where_it_is_not_transitive() -> None:
+    """Maven's ComparableVersion: a string item after "." sorts below a "-" sub-list."""
+    maven = SCHEMES["Maven"]
+    assert maven.compare("1-alpha", "1") < 0
+    assert maven.compare("1", "1.sp") < 0
+    assert maven.compare("1.sp", "1-alpha") < 0

@@ -18,6 +18,7 @@ from immutrail.artifacts.errors import ArtifactError, ArtifactInputError, BlobVe
 from immutrail.baseline.errors import BaselineError, BaselineInputError
 from immutrail.crypto.canonical import parse_strict_json
 from immutrail.crypto.errors import CanonicalizationError, CryptoError, DuplicateKeyError
+from immutrail.deploy.runtime import AdmissionError, RuntimeDriverError
 from immutrail.keys.errors import KeyInputError, KeysError
 from immutrail.ledger.errors import (
     LedgerError,
@@ -91,7 +92,11 @@ def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
 # Every part's errors come in two families: its *InputError (the request or its input is wrong,
 # and nothing was written: exit 2) and the rest (the home, the store or the database is damaged or
 # unreachable: exit 3). Failed verifications exit 1. Listed once, here, for every command.
-_VERIFICATION_FAILED: tuple[type[Exception], ...] = (VerificationError, BlobVerificationError)
+_VERIFICATION_FAILED: tuple[type[Exception], ...] = (
+    VerificationError,
+    BlobVerificationError,
+    AdmissionError,
+)
 _INPUT: tuple[type[Exception], ...] = (
     LedgerInputError,
     CryptoError,
@@ -110,6 +115,7 @@ _OPERATIONAL: tuple[type[Exception], ...] = (
     KeysError,
     SigningError,
     PolicyError,
+    RuntimeDriverError,
 )
 
 
