@@ -12,6 +12,7 @@ from immutrail.artifacts.statements import ledger_keys, read_attestations
 from immutrail.artifacts.store import Store
 from immutrail.artifacts.unpack import UnpackError, make_writable, unpack_image
 from immutrail.ledger.home import open_ledger
+from immutrail.ledger.storage.interface import EntryFilter
 from immutrail.policy.errors import PolicyInputError
 from immutrail.policy.imagetest import TEST_RESULT_PREDICATE, run_image_test
 
@@ -63,7 +64,7 @@ def test_passing_and_failing_tests_are_attested(repo: Path, home: Path) -> None:
         blobs = {store.get_manifest(o.digest)["layers"][0]["digest"] for o in outputs}
         assert bad.output_digest in blobs
         assert store.read_blob(bad.output_digest) == b"broken\n"
-        types = [row.type for row in ledger.entries(_filter())]
+        types = [row.type for row in ledger.entries(EntryFilter())]
         assert types.count("image.tested") == 2
     finally:
         ledger.close()
@@ -86,9 +87,3 @@ def test_a_test_cannot_change_the_image(repo: Path, home: Path) -> None:
         store.verify(digest)  # the stored image is untouched
     finally:
         ledger.close()
-
-
-def _filter():  # type: ignore[no-untyped-def]
-    from immutrail.ledger.storage.interface import EntryFilter
-
-    return EntryFilter()

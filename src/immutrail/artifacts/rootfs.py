@@ -25,8 +25,8 @@ copy wins, which is exactly what someone hiding a file from a scanner wants).
 
 A builder that has just written a layer need not read it back: :class:`TreeMerger` takes the tar
 headers it wrote, with each file's digest and (when :meth:`TreeMerger.keeps_content` says so) its
-content, and applies them by the same rules; :func:`premerged` lets ``RootFS.from_layers`` of those
-layer files return that tree.
+content, and applies them by the same rules: :meth:`TreeMerger.result` is the tree that
+``RootFS.from_layers`` of the written files would give.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ from immutrail.ledger.storage.interface import EntryFilter
 
 from .attach import attach_and_record
 from .attestations import DSSE_MEDIA_TYPE, builder_key
-from .errors import ArtifactError
 from .oci import Descriptor
 from .provenance import (
     IN_TOTO_PAYLOAD_TYPE,
@@ -160,10 +159,6 @@ class RejectedAttestation:
     manifest: str
     predicate_type: str
     reason: str
-
-
-class AttestationReadError(ArtifactError):
-    """A referrer claims to be a DSSE statement but cannot be read at all."""
 
 
 def read_attestations(

@@ -284,13 +284,10 @@ def provenance(
     with errors_to_exit_codes():
         store = _open_store(home)
         record = store.resolve(ref)
-        ledger = open_ledger(home, db)
-        try:
+        with open_ledger(home, db) as ledger:
             good, bad = read_attestations(
                 store, record.digest, ledger_keys(ledger), SLSA_PROVENANCE_V1
             )
-        finally:
-            ledger.close()
         trusted = [a for a in good if a.signer.purpose == "builder"]
         summaries = [(a, read_provenance(a.statement)) for a in trusted]
     rejected = [{"attestation": r.manifest, "reason": r.reason} for r in bad] + [
@@ -417,22 +414,18 @@ def push(
     with errors_to_exit_codes():
         store = _open_store(home)
         credentials = Credentials.from_env()
-        ledger = open_ledger(home, db)
-        try:
-            with progress("pushing", None) as bar:
-                result = push_image(
-                    store,
-                    ref,
-                    target,
-                    include_referrers=not no_referrers,
-                    ledger=ledger,
-                    actor=actor or default_actor(),
-                    plain_http=False if tls else None,
-                    credentials=credentials,
-                    observer=_TransferBar(bar),
-                )
-        finally:
-            ledger.close()
+        with open_ledger(home, db) as ledger, progress("pushing", None) as bar:
+            result = push_image(
+                store,
+                ref,
+                target,
+                include_referrers=not no_referrers,
+                ledger=ledger,
+                actor=actor or default_actor(),
+                plain_http=False if tls else None,
+                credentials=credentials,
+                observer=_TransferBar(bar),
+            )
     if fmt is Format.json:
         emit_json(
             {
@@ -486,8 +479,7 @@ def pull(
 
     with errors_to_exit_codes():
         credentials = Credentials.from_env()
-        ledger = open_ledger(home, db)
-        try:
+        with open_ledger(home, db) as ledger:
             store = Store.for_home(home, create=True)
             with progress("pulling", None) as bar:
                 result = pull_image(
@@ -501,8 +493,6 @@ def pull(
                     credentials=credentials,
                     observer=_TransferBar(bar),
                 )
-        finally:
-            ledger.close()
     if fmt is Format.json:
         emit_json(
             {

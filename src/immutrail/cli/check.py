@@ -117,22 +117,18 @@ def check(
     """
     with errors_to_exit_codes():
         store = Store.for_home(home)
-        ledger = open_ledger(home, db)
-        try:
-            with progress("checking", None) as bar:
-                result = check_image(
-                    store,
-                    ledger,
-                    home,
-                    image,
-                    actor or default_actor(),
-                    rules_dir=rules,
-                    fail_on=fail_on,
-                    allow_setuid=allow_setuid or (),
-                    observer=_Bar(bar),
-                )
-        finally:
-            ledger.close()
+        with open_ledger(home, db) as ledger, progress("checking", None) as bar:
+            result = check_image(
+                store,
+                ledger,
+                home,
+                image,
+                actor or default_actor(),
+                rules_dir=rules,
+                fail_on=fail_on,
+                allow_setuid=allow_setuid or (),
+                observer=_Bar(bar),
+            )
     if fmt is Format.json:
         emit_json(
             {

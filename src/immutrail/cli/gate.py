@@ -12,7 +12,7 @@ from rich.table import Table
 from immutrail.artifacts.builder import default_actor
 from immutrail.artifacts.statements import ledger_keys
 from immutrail.artifacts.store import Store
-from immutrail.keys.keystore import SigningKey, load_signing_key
+from immutrail.keys.keystore import SigningKey
 from immutrail.ledger.event import parse_time
 from immutrail.ledger.home import open_ledger
 from immutrail.ledger.ledger import Ledger
@@ -20,7 +20,7 @@ from immutrail.policy.desired import desired_state
 from immutrail.policy.errors import PolicyInputError
 from immutrail.policy.exceptions import active_exceptions, grant_exception
 from immutrail.policy.imagetest import run_image_test
-from immutrail.policy.promote import Decision, decide
+from immutrail.policy.promote import decide
 from immutrail.policy.promote import promote as promote_image
 from immutrail.policy.registry import active_policy, set_policy
 
@@ -38,8 +38,8 @@ from .common import (
     fail,
     stdout,
 )
-from .keys import PassphraseFileOption, passphrase_source
-from .signing import KeyFileOption, KeyOption, PrincipalOption
+from .keys import PassphraseFileOption
+from .signing import KeyFileOption, KeyOption, PrincipalOption, signing_key
 
 policy_app = typer.Typer(
     no_args_is_help=True, help=f"Promotion policies per environment. {EXIT_CODES_HELP}"
@@ -50,37 +50,22 @@ exception_app = typer.Typer(
 )
 
 
-class _Signer:
-    """Who acts, and with which key. With a key the actor is the key's principal (so that
-    IMMUTRAIL_ACTOR cannot make a signature speak for someone else); without one, the actor's
-    only key here is used."""
+def _actor_key(
+    home: Path,
+    ledger: Ledger,
+    key: str | None,
+    principal: str | None,
+    key_file: Path | None,
+    passphrase_file: Path | None,
+    actor: str | None,
+) -> SigningKey:
+    """The key named by --key/--principal/--key-file, else the actor's only key here.
 
-    def __init__(
-        self,
-        key: str | None,
-        principal: str | None,
-        key_file: Path | None,
-        passphrase_file: Path | None,
-        actor: str | None,
-    ):
-        self.key, self.principal, self.key_file = key, principal, key_file
-        self.passphrase_file = passphrase_file
-        self.actor = actor
-
-    @property
-    def given(self) -> bool:
-        return any(v is not None for v in (self.key, self.principal, self.key_file))
-
-    def load(self, home: Path, ledger: Ledger) -> SigningKey:
-        signing = load_signing_key(
-            home,
-            ledger,
-            passphrase=passphrase_source(self.passphrase_file),
-            keyid=self.key,
-            principal=self.principal or (None if self.given else self.actor),
-            key_file=self.key_file,
-        )
-        return signing
+    The key's principal is then the actor, so that IMMUTRAIL_ACTOR cannot make a signature
+    speak for someone else.
+    """
+    named = any(v is not None for v in (key, principal, key_file))
+    return signing_key(home, ledger, key, principal if named else actor, key_file, passphrase_file)
 
 
 def _now() -> datetime:
@@ -104,21 +89,17 @@ def test(
     The command runs with the instance root as working directory and IMMUTRAIL_ROOTFS,
     IMMUTRAIL_IMAGE and the image's Env set. Exit 0 when it passed, 1 when it failed.
     """
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            run = run_image_test(
-                Store.for_home(home),
-                ledger,
-                home,
-                actor or default_actor(),
-                digest,
-                command,
-                name=name,
-                timeout_s=timeout,
-            )
-        finally:
-            ledger.close()
+    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+        run = run_image_test(
+            Store.for_home(home),
+            ledger,
+            home,
+            actor or default_actor(),
+            digest,
+            command,
+            name=name,
+            timeout_s=timeout,
+        )
     if fmt is Format.json:
         emit_json(
             {
@@ -174,41 +155,41 @@ def promote(
         fail("--override needs --reason: a break-glass promotion must say why")
     if reason and not override:
         fail("--reason is only used with --override")
-    signer = _Signer(key, principal, key_file, passphrase_file, actor)
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            store = Store.for_home(home)
-            signing = signer.load(home, ledger) if signer.given or override else None
-            who = signing.principal if signing else actor or default_actor()
-            if dry_run:
-                policy, evidence, checks = decide(store, ledger, home, digest, to, _now())
-                allowed = all(c.passed for c in checks)
-                result: dict[str, Any] = {
-                    "digest": evidence.digest,
-                    "environment": to,
-                    "allowed": allowed,
-                    "dry_run": True,
-                    "policy": {"digest": policy.digest, "source": policy.source},
-                    "checks": [c.to_json() for c in checks],
-                }
-                _print_decision(result, fmt)
-                if not allowed:
-                    raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
-                return
-            decision = promote_image(
-                store,
-                ledger,
-                home,
-                who,
-                digest,
-                to,
-                _now(),
-                override_reason=reason if override else None,
-                key=signing.private if signing else None,
-            )
-        finally:
-            ledger.close()
+    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+        store = Store.for_home(home)
+        named = any(v is not None for v in (key, principal, key_file))
+        signing = (
+            _actor_key(home, ledger, key, principal, key_file, passphrase_file, actor)
+            if named or override
+            else None
+        )
+        who = signing.principal if signing else actor or default_actor()
+        if dry_run:
+            policy, evidence, checks = decide(store, ledger, home, digest, to, _now())
+            allowed = all(c.passed for c in checks)
+            result: dict[str, Any] = {
+                "digest": evidence.digest,
+                "environment": to,
+                "allowed": allowed,
+                "dry_run": True,
+                "policy": {"digest": policy.digest, "source": policy.source},
+                "checks": [c.to_json() for c in checks],
+            }
+            _print_decision(result, fmt)
+            if not allowed:
+                raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+            return
+        decision = promote_image(
+            store,
+            ledger,
+            home,
+            who,
+            digest,
+            to,
+            _now(),
+            override_reason=reason if override else None,
+            key=signing.private if signing else None,
+        )
     _print_decision(decision.to_json(), fmt)
     if not decision.allowed:
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
@@ -265,22 +246,17 @@ def policy_set(
     fmt: FormatOption = Format.text,
 ) -> None:
     """Make FILE the policy of ENVIRONMENT: validated, kept by digest, recorded and signed."""
-    signer = _Signer(key, principal, key_file, passphrase_file, actor)
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            signing = signer.load(home, ledger)
-            active = set_policy(
-                home,
-                ledger,
-                ledger_keys(ledger),
-                signing.private,
-                signing.principal,
-                environment,
-                file,
-            )
-        finally:
-            ledger.close()
+    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+        signing = _actor_key(home, ledger, key, principal, key_file, passphrase_file, actor)
+        active = set_policy(
+            home,
+            ledger,
+            ledger_keys(ledger),
+            signing.private,
+            signing.principal,
+            environment,
+            file,
+        )
     if fmt is Format.json:
         emit_json(
             {
@@ -305,13 +281,9 @@ def policy_show(
     fmt: FormatOption = Format.text,
 ) -> None:
     """The policy that governs ENVIRONMENT and its desired state."""
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            active = active_policy(home, ledger, ledger_keys(ledger), environment)
-            desired = desired_state(home, ledger, Store.for_home(home, create=True), environment)
-        finally:
-            ledger.close()
+    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+        active = active_policy(home, ledger, ledger_keys(ledger), environment)
+        desired = desired_state(home, ledger, Store.for_home(home, create=True), environment)
     body: dict[str, Any] = {
         "environment": environment,
         "digest": active.digest,
@@ -361,15 +333,13 @@ def exception_grant(
     fmt: FormatOption = Format.text,
 ) -> None:
     """Accept one vulnerability in one environment until EXPIRES; signed and recorded."""
-    signer = _Signer(key, principal, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
         try:
             until = parse_time(expires, field="--expires")
         except ValueError as exc:
             raise PolicyInputError(str(exc)) from exc
-        ledger = open_ledger(home, db)
-        try:
-            signing = signer.load(home, ledger)
+        with open_ledger(home, db) as ledger:
+            signing = _actor_key(home, ledger, key, principal, key_file, passphrase_file, actor)
             index = grant_exception(
                 ledger,
                 ledger_keys(ledger),
@@ -382,8 +352,6 @@ def exception_grant(
                 _now(),
                 digest,
             )
-        finally:
-            ledger.close()
     if fmt is Format.json:
         emit_json({"vulnerability": vulnerability, "environment": env, "ledger_index": index})
     else:
@@ -400,12 +368,8 @@ def exception_list(
     fmt: FormatOption = Format.text,
 ) -> None:
     """The exceptions in force for ENV now (unexpired, signed by an unrevoked key)."""
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            found = active_exceptions(ledger, ledger_keys(ledger), env, _now())
-        finally:
-            ledger.close()
+    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+        found = active_exceptions(ledger, ledger_keys(ledger), env, _now())
     if fmt is Format.json:
         emit_json({"environment": env, "exceptions": [e.to_json() for e in found]})
         return
@@ -421,6 +385,3 @@ def exception_list(
             str(e.ledger_index),
         )
     stdout.print(table)
-
-
-__all__ = ["Decision", "exception_app", "policy_app", "promote", "test"]

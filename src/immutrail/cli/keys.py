@@ -126,8 +126,7 @@ def generate(
             if no_passphrase
             else passphrase_source(passphrase_file).get(f"the new key of {principal}", confirm=True)
         )
-        ledger = open_ledger(home, db)
-        try:
+        with open_ledger(home, db) as ledger:
             made = generate_key(
                 home,
                 ledger,
@@ -137,8 +136,6 @@ def generate(
                 purpose=purpose,
                 passphrase=secret,
             )
-        finally:
-            ledger.close()
     if fmt is Format.json:
         emit_json(
             {
@@ -166,12 +163,8 @@ def list_(
     fmt: FormatOption = Format.text,
 ) -> None:
     """Every key the ledger announced: principal, algorithm, purpose, revoked, private key here."""
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            keys = [k for k in list_keys(home, ledger) if principal in (None, k.principal)]
-        finally:
-            ledger.close()
+    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+        keys = [k for k in list_keys(home, ledger) if principal in (None, k.principal)]
     if fmt is Format.json:
         emit_json({"keys": [k.to_dict() for k in keys]})
         return
@@ -197,12 +190,8 @@ def export(
     fmt: FormatOption = Format.text,
 ) -> None:
     """Print a key's public half: PEM (text), or what the ledger says about it (json)."""
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            info = get_key(home, ledger, keyid)
-        finally:
-            ledger.close()
+    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+        info = get_key(home, ledger, keyid)
     if fmt is Format.json:
         emit_json(info.to_dict())
     else:
@@ -222,14 +211,8 @@ def revoke(
 
     Exit 2: an unknown key, or one already revoked (nothing is recorded).
     """
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            info, index = revoke_key(
-                home, ledger, keyid, reason=reason, actor=actor or default_actor()
-            )
-        finally:
-            ledger.close()
+    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+        info, index = revoke_key(home, ledger, keyid, reason=reason, actor=actor or default_actor())
     if fmt is Format.json:
         emit_json({**info.to_dict(), "ledger_index": index})
     else:

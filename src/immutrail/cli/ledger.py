@@ -161,11 +161,8 @@ def append(
         if sign_key is not None:
             key = load_private_key(sign_key, _key_passphrase())
             events = [sign_event(e, key) for e in events]
-        ledger = _open(home, db)
-        try:
+        with _open(home, db) as ledger:
             results = ledger.append_batch(events)
-        finally:
-            ledger.close()
         rows = [{"index": r.index, "id": r.id, "leaf_hash": b64(r.leaf_hash)} for r in results]
         if fmt is Format.json:
             emit_json(rows[0] if batch is None else {"appended": rows})
@@ -187,11 +184,8 @@ def checkpoint(
 ) -> None:
     """Sign the current tree head as a C2SP checkpoint and print the signed note."""
     with errors_to_exit_codes():
-        ledger = _open(home, db)
-        try:
+        with _open(home, db) as ledger:
             stored = ledger.checkpoint(publish)
-        finally:
-            ledger.close()
         if fmt is Format.json:
             emit_json(
                 {
@@ -233,11 +227,8 @@ def entry(
 ) -> None:
     """Show one event."""
     with errors_to_exit_codes():
-        ledger = _open(home, db)
-        try:
+        with _open(home, db) as ledger:
             row = ledger.entry(ledger.resolve(ref))
-        finally:
-            ledger.close()
         if raw:
             encoded = base64.b64encode(row.data).decode()
             if fmt is Format.json:
@@ -279,8 +270,7 @@ def list_entries(
             since_us=time_us(since) if since else None,
             until_us=time_us(until) if until else None,
         )
-        ledger = _open(home, db)
-        try:
+        with _open(home, db) as ledger:
             rows = ledger.entries(flt)
             if fmt is Format.json:
                 for row in rows:
@@ -291,8 +281,6 @@ def list_entries(
                 event = parse_entry(row.data)
                 table.add_row(str(row.index), event.time, event.type, event.actor, event.subject)
             stdout.print(table)
-        finally:
-            ledger.close()
 
 
 class ProofFormat(StrEnum):
@@ -314,15 +302,12 @@ def prove_inclusion(
 ) -> None:
     """The audit path from an entry to the root of the tree of SIZE entries."""
     with errors_to_exit_codes():
-        ledger = _open(home, db)
-        try:
+        with _open(home, db) as ledger:
             index = ledger.resolve(ref)
             if fmt is ProofFormat.tlog_proof:
                 sys.stdout.write(ledger.tlog_proof(index, size).format())
                 return
             proof = ledger.inclusion_proof(index, size)
-        finally:
-            ledger.close()
         if fmt is ProofFormat.json:
             emit_json(proof.to_json())
         else:
@@ -343,11 +328,8 @@ def prove_consistency(
 ) -> None:
     """Prove that the tree of OLD entries is a prefix of the tree of NEW entries."""
     with errors_to_exit_codes():
-        ledger = _open(home, db)
-        try:
+        with _open(home, db) as ledger:
             proof = ledger.consistency_proof(old, new)
-        finally:
-            ledger.close()
         data = proof.to_json()
         if fmt is Format.json:
             emit_json(data)
@@ -386,8 +368,7 @@ def verify(
     Exits 1 and names the first bad place when anything does not verify.
     """
     with errors_to_exit_codes():
-        ledger = _open(home, db)
-        try:
+        with _open(home, db) as ledger:
             total = ledger.head().size
             with progress("verifying", total) as bar:
                 report = ledger.verify(
@@ -395,8 +376,6 @@ def verify(
                     lambda done, _all: bar.update(bar.task_ids[0], completed=done),
                     workers=workers,
                 )
-        finally:
-            ledger.close()
         if fmt is Format.json:
             emit_json(
                 {

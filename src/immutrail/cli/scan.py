@@ -134,20 +134,19 @@ def import_(
     unless --skip-invalid is given. A record replaces a stored one with the same id when its
     `modified` time is the same or newer.
     """
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            with progress("importing", None) as bar:
-                result, index = import_database(
-                    home,
-                    ledger,
-                    paths,
-                    actor=actor or default_actor(),
-                    skip_invalid=skip_invalid,
-                    observer=_ImportBar(bar),
-                )
-        finally:
-            ledger.close()
+    with (
+        errors_to_exit_codes(),
+        open_ledger(home, db) as ledger,
+        progress("importing", None) as bar,
+    ):
+        result, index = import_database(
+            home,
+            ledger,
+            paths,
+            actor=actor or default_actor(),
+            skip_invalid=skip_invalid,
+            observer=_ImportBar(bar),
+        )
     _emit_import(result, index, fmt)
 
 
@@ -177,23 +176,22 @@ def update(
     Exit 3 when an archive cannot be downloaded (nothing is imported then).
     """
     ecosystems = ecosystem or sorted(set(SCHEMES))
-    with errors_to_exit_codes():
-        ledger = open_ledger(home, db)
-        try:
-            with tempfile.TemporaryDirectory(prefix="immutrail-osv-") as folder:
-                with progress("downloading", None) as bar:
-                    paths = download_archives(ecosystems, url, Path(folder), _DownloadBar(bar))
-                with progress("importing", None) as bar:
-                    result, index = import_database(
-                        home,
-                        ledger,
-                        paths,
-                        actor=actor or default_actor(),
-                        origin=[f"{url.rstrip('/')}/{e}/all.zip" for e in ecosystems],
-                        observer=_ImportBar(bar),
-                    )
-        finally:
-            ledger.close()
+    with (
+        errors_to_exit_codes(),
+        open_ledger(home, db) as ledger,
+        tempfile.TemporaryDirectory(prefix="immutrail-osv-") as folder,
+    ):
+        with progress("downloading", None) as bar:
+            paths = download_archives(ecosystems, url, Path(folder), _DownloadBar(bar))
+        with progress("importing", None) as bar:
+            result, index = import_database(
+                home,
+                ledger,
+                paths,
+                actor=actor or default_actor(),
+                origin=[f"{url.rstrip('/')}/{e}/all.zip" for e in ecosystems],
+                observer=_ImportBar(bar),
+            )
     _emit_import(result, index, fmt)
 
 
@@ -315,13 +313,10 @@ def scan(
     """
     with errors_to_exit_codes():
         store = Store.for_home(home)
-        ledger = open_ledger(home, db)
-        try:
+        with open_ledger(home, db) as ledger:
             run = scan_image(
                 store, ledger, home, ref, actor=actor or default_actor(), report=from_report
             )
-        finally:
-            ledger.close()
     if fmt is Format.json:
         emit_json(_scan_json(run))
     else:

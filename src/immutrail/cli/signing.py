@@ -58,14 +58,11 @@ KeyFileOption = Annotated[
 
 @contextmanager
 def _opened(home: Path, db: str | None) -> Iterator[tuple[Store, Ledger]]:
-    ledger = open_ledger(home, db)
-    try:
+    with open_ledger(home, db) as ledger:
         yield Store.for_home(home), ledger
-    finally:
-        ledger.close()
 
 
-def _signing_key(
+def signing_key(
     home: Path,
     ledger: Ledger,
     key: str | None,
@@ -99,7 +96,7 @@ def sign(
     revoked key, wrong passphrase, already signed by this principal); 3 store or ledger error.
     """
     with errors_to_exit_codes(), _opened(home, db) as (store, ledger):
-        signer = _signing_key(home, ledger, key, principal, key_file, passphrase_file)
+        signer = signing_key(home, ledger, key, principal, key_file, passphrase_file)
         done = sign_image(store, ledger, home, digest, signer)
     if fmt is Format.json:
         emit_json(
@@ -134,7 +131,7 @@ def approve(
     passphrase, this principal already approved it for this environment); 3 store or ledger.
     """
     with errors_to_exit_codes(), _opened(home, db) as (store, ledger):
-        approver = _signing_key(home, ledger, key, principal, key_file, passphrase_file)
+        approver = signing_key(home, ledger, key, principal, key_file, passphrase_file)
         done = approve_image(store, ledger, home, digest, env, approver, comment=comment)
     if fmt is Format.json:
         emit_json(

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from immutrail.crypto.checkpoint import Checkpoint, sign_checkpoint
 from immutrail.crypto.note import Ed25519NoteVerifier, NoteSigner, NoteVerifier
@@ -56,6 +57,12 @@ class Ledger:
 
     def close(self) -> None:
         self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- append --------------------------------------------------------------------------------
 

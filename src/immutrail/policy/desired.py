@@ -83,10 +83,6 @@ def desired_state(
     return truth
 
 
-def desired_repository(home: Path) -> Path:
-    return home / DESIRED_REPO
-
-
 def _from_ledger(ledger: Ledger, store: Store, environment: str) -> DesiredState | None:
     """Replay the allowed promotions of ``environment`` in ledger order."""
     state: DesiredState | None = None

@@ -8,7 +8,6 @@ evidence document) is evaluated in-process with regopy; it passes when ``deny`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,10 +296,3 @@ def rego_break_glass(source: str, path: str) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise PolicyFormatError(path, ["break_glass must be a list of principal ids"])
-
-
-def summarize(checks: list[Check]) -> Mapping[str, int]:
-    return {
-        "passed": sum(c.passed for c in checks),
-        "failed": sum(not c.passed for c in checks),
-    }

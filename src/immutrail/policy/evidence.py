@@ -19,7 +19,12 @@ from typing import Any
 from immutrail.artifacts.attestations import SLSA_PROVENANCE_V1
 from immutrail.artifacts.builder import EVENT_BUILT
 from immutrail.artifacts.provenance import ProvenanceError, read_provenance, split_source_uri
-from immutrail.artifacts.statements import Attestation, LedgerKey, read_attestations
+from immutrail.artifacts.statements import (
+    Attestation,
+    LedgerKey,
+    RejectedAttestation,
+    read_attestations,
+)
 from immutrail.artifacts.store import Store
 from immutrail.baseline.attestation import BASELINE_PREDICATE, baseline_outcome
 from immutrail.baseline.errors import PredicateFormatError
@@ -28,8 +33,8 @@ from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.storage.interface import EntryFilter
 from immutrail.scan.attestation import VULNS_PREDICATE, findings_from_predicate
 from immutrail.scan.errors import PredicateError
-from immutrail.signing.approve import APPROVAL_PREDICATE, valid_approvals
-from immutrail.signing.sign import SIGNATURE_PREDICATE, valid_signatures
+from immutrail.signing.approve import APPROVAL_PREDICATE, count_approvals
+from immutrail.signing.sign import SIGNATURE_PREDICATE, count_signatures
 
 from .exceptions import VulnerabilityException, active_exceptions
 from .imagetest import TEST_RESULT_PREDICATE
@@ -93,41 +98,31 @@ def gather(
     evidence = Evidence(digest, environment, now)
     evidence.build = _build(ledger, digest)
     statements, rejected = read_attestations(store, digest, keys)
+    by_type: dict[str, list[Attestation]] = {}
+    for statement in statements:
+        by_type.setdefault(statement.predicate_type, []).append(statement)
+    refused: dict[str, list[RejectedAttestation]] = {}
+    for item in rejected:
+        refused.setdefault(item.predicate_type, []).append(item)
     evidence.rejected.extend(
         Rejected(r.predicate_type, r.manifest, r.reason)
         for r in rejected
         if r.predicate_type not in (APPROVAL_PREDICATE, SIGNATURE_PREDICATE)
     )
-    by_type: dict[str, list[Attestation]] = {}
-    for statement in statements:
-        by_type.setdefault(statement.predicate_type, []).append(statement)
     evidence.provenance = _provenance(by_type.get(SLSA_PROVENANCE_V1, []), evidence)
     evidence.scan = _latest_scan(by_type.get(VULNS_PREDICATE, []), evidence)
     evidence.baseline = _latest_baseline(by_type.get(BASELINE_PREDICATE, []), evidence)
     evidence.tests = _tests(by_type.get(TEST_RESULT_PREDICATE, []))
-    approvals, bad_approvals = valid_approvals(store, ledger, digest, environment)
-    evidence.approvals = [
-        {
-            "principal": a.principal,
-            "keyid": a.keyid,
-            "environment": a.environment,
-            "approved_at": a.approved_at,
-            "attestation": a.attestation,
-        }
-        for a in approvals
-    ]
+    # Approvals and signatures come from the statements read above: one pass over the referrers.
+    approvals, bad_approvals = count_approvals(
+        by_type.get(APPROVAL_PREDICATE, []), refused.get(APPROVAL_PREDICATE, []), environment
+    )
+    evidence.approvals = [a.to_dict() for a in approvals]
     evidence.rejected.extend(Rejected("approval", r.attestation, r.reason) for r in bad_approvals)
-    signatures, bad_signatures = valid_signatures(store, ledger, digest)
-    evidence.signatures = [
-        {
-            "principal": s.principal,
-            "keyid": s.keyid,
-            "purpose": s.purpose,
-            "signed_at": s.signed_at,
-            "attestation": s.attestation,
-        }
-        for s in signatures
-    ]
+    signatures, bad_signatures = count_signatures(
+        by_type.get(SIGNATURE_PREDICATE, []), refused.get(SIGNATURE_PREDICATE, [])
+    )
+    evidence.signatures = [s.to_dict() for s in signatures]
     evidence.rejected.extend(Rejected("signature", r.attestation, r.reason) for r in bad_signatures)
     evidence.exceptions = active_exceptions(ledger, keys, environment, now)
     evidence.promotions = _promotions(ledger, digest)
@@ -139,8 +134,9 @@ def _build(ledger: Ledger, digest: str) -> dict[str, Any] | None:
     if not rows:
         return None
     event = parse_entry(rows[0].data)
-    source = event.payload.get("source") if isinstance(event.payload.get("source"), dict) else {}
-    assert isinstance(source, dict)
+    source = event.payload.get("source")
+    if not isinstance(source, dict):  # built before the author and branch were recorded
+        source = {}
     return {
         "builder": event.actor,
         "ledger_index": rows[0].index,

@@ -16,11 +16,18 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from immutrail.artifacts.statements import Attestation, attest, ledger_keys, read_attestations
+from immutrail.artifacts.statements import (
+    Attestation,
+    RejectedAttestation,
+    attest,
+    ledger_keys,
+    read_attestations,
+)
 from immutrail.artifacts.store import Store
 from immutrail.keys.keystore import SigningKey, check_current
 from immutrail.ledger.event import Event, now, sign_event
@@ -39,6 +46,7 @@ __all__ = [
     "approval_problem",
     "approve_image",
     "check_environment",
+    "count_approvals",
     "valid_approvals",
 ]
 
@@ -124,6 +132,13 @@ def valid_approvals(
     """
     check_environment(env)
     good, bad = read_attestations(store, digest, ledger_keys(ledger), APPROVAL_PREDICATE)
+    return count_approvals(good, bad, env)
+
+
+def count_approvals(
+    good: Sequence[Attestation], bad: Sequence[RejectedAttestation], env: str
+) -> tuple[list[Approval], list[Rejected]]:
+    """:func:`valid_approvals` over approval statements already read and verified."""
     rejected = [Rejected(item.manifest, item.reason) for item in bad]
     counted: list[Approval] = []
     for attestation in good:

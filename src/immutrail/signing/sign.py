@@ -8,11 +8,18 @@ as ``image.signed``, an event the signer also signs, so ``ledger verify`` checks
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from immutrail.artifacts.statements import Attestation, attest, ledger_keys, read_attestations
+from immutrail.artifacts.statements import (
+    Attestation,
+    RejectedAttestation,
+    attest,
+    ledger_keys,
+    read_attestations,
+)
 from immutrail.artifacts.store import Store
 from immutrail.keys.keystore import SigningKey, check_current
 from immutrail.ledger.event import Event, now, sign_event
@@ -26,6 +33,7 @@ __all__ = [
     "SIGNATURE_PREDICATE",
     "Signature",
     "Signed",
+    "count_signatures",
     "image_record",
     "sign_image",
     "signature_problem",
@@ -89,6 +97,13 @@ def valid_signatures(
 ) -> tuple[list[Signature], list[Rejected]]:
     """The image's release signatures that count (one per principal), and the others with why."""
     good, bad = read_attestations(store, digest, ledger_keys(ledger), SIGNATURE_PREDICATE)
+    return count_signatures(good, bad)
+
+
+def count_signatures(
+    good: Sequence[Attestation], bad: Sequence[RejectedAttestation]
+) -> tuple[list[Signature], list[Rejected]]:
+    """:func:`valid_signatures` over signature statements already read and verified."""
     rejected = [Rejected(item.manifest, item.reason) for item in bad]
     counted: list[Signature] = []
     seen: set[str] = set()

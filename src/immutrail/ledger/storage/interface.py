@@ -114,6 +114,41 @@ def needs_derived(flt: EntryFilter) -> bool:
     )
 
 
+def catch_up_inserts(upto: int, size: int, mark: str) -> Iterator[tuple[str, tuple[int, int]]]:
+    """The INSERTs that bring every derived index from entry ``upto`` to ``size``.
+
+    Sorted by the database itself, a chunk at a time: each index takes the new rows as a few
+    sequential runs, and no row passes through Python. ``mark`` is the backend's placeholder.
+    """
+    for start in range(upto, size, CATCH_UP_CHUNK):
+        stop = min(start + CATCH_UP_CHUNK, size)
+        for table, column, _ in DERIVED_INDEXES:
+            yield (
+                f"INSERT INTO {table} SELECT {column}, idx FROM entries "
+                f"WHERE idx >= {mark} AND idx < {mark} ORDER BY 1, 2",
+                (start, stop),
+            )
+
+
+def derived_index_problems(
+    fetch: RowFetcher, mark: str, upto: int
+) -> list[tuple[str, str, int | None]]:
+    """Rows of the derived indexes that disagree with the entries, and wrong row counts."""
+    problems: list[tuple[str, str, int | None]] = []
+    for table, column, name in DERIVED_INDEXES:
+        for (idx,) in fetch(
+            f"SELECT d.idx FROM {table} d LEFT JOIN entries e ON e.idx = d.idx "
+            f"WHERE e.idx IS NULL OR e.{column} IS DISTINCT FROM d.{column} OR d.idx >= {mark} "
+            "ORDER BY d.idx LIMIT 5",
+            (upto,),
+        ):
+            problems.append((name, f"names entry {idx} under a {column} it does not have", idx))
+        ((count,),) = fetch(f"SELECT count(*) FROM {table}", ())
+        if int(count) != upto:
+            problems.append((name, f"holds {count} rows for {upto} indexed entries", None))
+    return problems
+
+
 def paginate(flt: EntryFilter, fetch: RowFetcher, mark: str) -> Iterator[EntryRow]:
     """Entries matching ``flt`` in index order, in keyset-paginated chunks.
 

@@ -19,8 +19,6 @@ from .. import tiles
 from ..errors import DuplicateEventError, NotInitializedError, StorageError
 from ..merkle import EMPTY_ROOT
 from .interface import (
-    CATCH_UP_CHUNK,
-    DERIVED_INDEXES,
     ENTRY_COLUMNS,
     INDEXED_UPTO,
     LEAF_CHUNK,
@@ -32,6 +30,8 @@ from .interface import (
     NodeKey,
     StoredCheckpoint,
     TreeHead,
+    catch_up_inserts,
+    derived_index_problems,
     needs_derived,
     nodes_from,
     paginate,
@@ -375,38 +375,19 @@ class PostgresStore:
             cur.execute("SELECT value FROM meta WHERE key = %s", (INDEXED_UPTO,))
             row = cur.fetchone()
             upto = int(row[0]) if row else 0
-            # Sorted by the database itself, a chunk at a time: each index takes the new rows
-            # as a few sequential runs, and no row passes through Python.
             cur.execute("SELECT size FROM tree_head WHERE one = 1")
             head_row = cur.fetchone()
             size = int(head_row[0]) if head_row else 0
-            for start in range(upto, size, CATCH_UP_CHUNK):
-                stop = min(start + CATCH_UP_CHUNK, size)
-                for table, column, _ in DERIVED_INDEXES:
-                    cur.execute(
-                        f"INSERT INTO {table} SELECT {column}, idx FROM entries "
-                        "WHERE idx >= %s AND idx < %s ORDER BY 1, 2",
-                        (start, stop),
-                    )
+            for sql, args in catch_up_inserts(upto, size, "%s"):
+                cur.execute(sql, args)
             upto = max(upto, size)
             cur.execute("UPDATE meta SET value = %s WHERE key = %s", (str(upto), INDEXED_UPTO))
 
     def check_derived_indexes(self) -> list[tuple[str, str, int | None]]:
         upto = int(self.get_meta(INDEXED_UPTO) or 0)
-        problems: list[tuple[str, str, int | None]] = []
-        for table, column, name in DERIVED_INDEXES:
-            for (idx,) in self._conn.execute(
-                f"SELECT d.idx FROM {table} d LEFT JOIN entries e ON e.idx = d.idx "
-                f"WHERE e.idx IS NULL OR e.{column} IS DISTINCT FROM d.{column} OR d.idx >= %s "
-                "ORDER BY d.idx LIMIT 5",
-                (upto,),
-            ):
-                problems.append((name, f"names entry {idx} under a {column} it does not have", idx))
-            row = self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            count = int(row[0]) if row else 0
-            if count != upto:
-                problems.append((name, f"holds {count} rows for {upto} indexed entries", None))
-        return problems
+        return derived_index_problems(
+            lambda sql, args: self._conn.execute(sql, args).fetchall(), "%s", upto
+        )
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
         if needs_derived(flt):

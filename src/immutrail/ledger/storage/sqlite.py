@@ -19,8 +19,6 @@ from .. import tiles
 from ..errors import DuplicateEventError, NotInitializedError, StorageError
 from ..merkle import EMPTY_ROOT
 from .interface import (
-    CATCH_UP_CHUNK,
-    DERIVED_INDEXES,
     ENTRY_COLUMNS,
     INDEXED_UPTO,
     LEAF_CHUNK,
@@ -32,6 +30,8 @@ from .interface import (
     NodeKey,
     StoredCheckpoint,
     TreeHead,
+    catch_up_inserts,
+    derived_index_problems,
     needs_derived,
     nodes_from,
     paginate,
@@ -391,35 +391,17 @@ class SqliteStore:
                 "SELECT value FROM meta WHERE key = ?", (INDEXED_UPTO,)
             ).fetchone()
             upto = int(value)
-            # Sorted by the database itself, a chunk at a time: each index takes the new rows
-            # as a few sequential runs, and no row passes through Python.
             (size,) = conn.execute("SELECT size FROM tree_head WHERE one = 1").fetchone()
-            for start in range(upto, size, CATCH_UP_CHUNK):
-                stop = min(start + CATCH_UP_CHUNK, size)
-                for table, column, _ in DERIVED_INDEXES:
-                    conn.execute(
-                        f"INSERT INTO {table} SELECT {column}, idx FROM entries "
-                        "WHERE idx >= ? AND idx < ? ORDER BY 1, 2",
-                        (start, stop),
-                    )
+            for sql, args in catch_up_inserts(upto, size, "?"):
+                conn.execute(sql, args)
             upto = max(upto, size)
             conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(upto), INDEXED_UPTO))
 
     def check_derived_indexes(self) -> list[tuple[str, str, int | None]]:
         upto = int(self.get_meta(INDEXED_UPTO) or 0)
-        problems: list[tuple[str, str, int | None]] = []
-        for table, column, name in DERIVED_INDEXES:
-            for (idx,) in self._conn.execute(
-                f"SELECT d.idx FROM {table} d LEFT JOIN entries e ON e.idx = d.idx "
-                f"WHERE e.idx IS NULL OR e.{column} IS NOT d.{column} OR d.idx >= ? "
-                "ORDER BY d.idx LIMIT 5",
-                (upto,),
-            ):
-                problems.append((name, f"names entry {idx} under a {column} it does not have", idx))
-            count = self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            if count != upto:
-                problems.append((name, f"holds {count} rows for {upto} indexed entries", None))
-        return problems
+        return derived_index_problems(
+            lambda sql, args: self._conn.execute(sql, args).fetchall(), "?", upto
+        )
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
         if needs_derived(flt):
