@@ -24,6 +24,7 @@ env: {GREETING: hi, PORT: "8080"}
 entrypoint: ["python3", "/opt/hello/server.py"]
 workdir: /opt/hello
 ports: ["8080/tcp"]
+privacy_relevant: [env:GREETING]
 """
 
 

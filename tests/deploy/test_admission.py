@@ -96,7 +96,7 @@ def ledger(setup: Setup) -> Iterator[Ledger]:
 def refused(setup: Setup, ledger: Ledger, environment: str, digest: str, reason: str) -> None:
     before = size(ledger)
     with pytest.raises(AdmissionError, match=reason):
-        admit(setup.home, setup.store, ledger, environment, digest, "user:deployer")
+        admit(setup.home, setup.store, ledger, environment, "hello", digest, "user:deployer")
     assert size(ledger) == before + 1
     last = events(ledger, EVENT_REFUSED)[-1]
     assert last["subject"] == digest and last["actor"] == "user:deployer"
@@ -106,15 +106,19 @@ def refused(setup: Setup, ledger: Ledger, environment: str, digest: str, reason:
 
 def test_promoted_signed_intact_image_is_admitted_silently(setup: Setup, ledger: Ledger) -> None:
     before = size(ledger)
-    admitted = admit(setup.home, setup.store, ledger, "prod", setup.v1, "user:deployer")
+    admitted = admit(setup.home, setup.store, ledger, "prod", "hello", setup.v1, "user:deployer")
     assert (admitted.digest, admitted.environment, admitted.signers) == (setup.v1, "prod", ("rel",))
-    assert admit(setup.home, setup.store, ledger, "staging", setup.v2, "user:deployer").signers
+    assert admit(
+        setup.home, setup.store, ledger, "staging", "hello", setup.v2, "user:deployer"
+    ).signers
     assert size(ledger) == before and events(ledger, EVENT_REFUSED) == []
 
 
 def test_promoted_only_to_staging_cannot_reach_prod(setup: Setup, ledger: Ledger) -> None:
-    refused(setup, ledger, "prod", setup.v2, f"not the image promoted to prod: that is {setup.v1}")
-    refused(setup, ledger, "dev", setup.v1, "no image has been promoted to dev")
+    refused(
+        setup, ledger, "prod", setup.v2, f"not the image promoted to prod/hello: that is {setup.v1}"
+    )
+    refused(setup, ledger, "dev", setup.v1, "no image has been promoted to dev/hello")
 
 
 def test_image_changed_by_one_byte_is_refused(setup: Setup, ledger: Ledger) -> None:
@@ -148,12 +152,12 @@ def test_malformed_input_changes_nothing(
 ) -> None:
     before = size(ledger)
     with pytest.raises(AdmissionError, match=message):
-        admit(setup.home, setup.store, ledger, environment, digest, "user:deployer")
+        admit(setup.home, setup.store, ledger, environment, "hello", digest, "user:deployer")
     assert size(ledger) == before
 
 
 def test_admitted_instance_runs_and_its_logs_outlive_it(setup: Setup, ledger: Ledger) -> None:
-    admit(setup.home, setup.store, ledger, "prod", setup.v1, "user:deployer")
+    admit(setup.home, setup.store, ledger, "prod", "hello", setup.v1, "user:deployer")
     runtime = LocalRuntime(setup.home, setup.store)
     port = free_port()
     instance = runtime.create(InstanceSpec("prod", "hello", setup.v1, port=port))

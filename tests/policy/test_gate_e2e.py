@@ -8,6 +8,7 @@ people, signed, and promoted; every step is in the ledger.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from immutrail.ledger.storage.interface import EntryFilter
 from scan.conftest import EXTRA, OSV, dist_info, npm_package
 
 runner = CliRunner()
+# An exception that is in force whenever the tests run (a fixed date would expire one day).
+UNTIL = (datetime.now(UTC) + timedelta(days=60)).strftime("%Y-%m-%dT00:00:00Z")
 
 DEFINITION = """\
 base: scratch
@@ -78,7 +81,7 @@ def test_vulnerable_refused_patched_promoted(tmp_path: Path, home: Path) -> None
     assert "GHSA-x84v-xcm2-53pg (high) in requests 2.19.0" in why["vulnerabilities.exceptions"]
     assert "0 of 2 approval(s)" in why["approvals"] and "signature" in why
     assert "provenance" not in why and "baseline" not in why and "tests" not in why
-    assert not (home / "desired-state" / "prod.json").exists()
+    assert not (home / "desired-state" / "prod" / "app.json").exists()
 
     # The patched rebuild: same repository, fixed versions, a new commit on main.
     (repo / "rootfs/usr/lib/python3/dist-packages/requests-2.19.0.dist-info/METADATA").unlink()
@@ -105,7 +108,7 @@ def test_vulnerable_refused_patched_promoted(tmp_path: Path, home: Path) -> None
     assert dry["allowed"] and dry["dry_run"]
     promoted = cli(home, "promote", v2, "--to", "prod")
     assert promoted["allowed"] and not promoted["override"]
-    desired = json.loads((home / "desired-state" / "prod.json").read_text())
+    desired = json.loads((home / "desired-state" / "prod" / "app.json").read_text())["image"]
     assert desired["digest"] == v2 and desired["ledger_index"] == promoted["ledger_index"]
     assert desired["image"] == "app:2"
     # The desired-state repository has the promotion as a commit by the promoting principal.
@@ -114,7 +117,7 @@ def test_vulnerable_refused_patched_promoted(tmp_path: Path, home: Path) -> None
     assert f"digest: {v2}" in log[1] and f"ledger-index: {promoted['ledger_index']}" in log[1]
     assert "decision: allowed by policy" in log[1]
     shown = cli(home, "policy", "show", "prod")
-    assert shown["format"] == "built-in" and shown["desired_state"]["digest"] == v2
+    assert shown["format"] == "built-in" and shown["services"]["app"]["digest"] == v2
 
     ledger = open_ledger(home)
     try:
@@ -183,7 +186,7 @@ def test_exception_and_break_glass(tmp_path: Path, home: Path) -> None:
         "--env",
         "staging",
         "--expires",
-        "2026-12-01T00:00:00Z",
+        UNTIL,
         "--reason",
         "no proxies in use",
         "--principal",
@@ -198,7 +201,7 @@ def test_exception_and_break_glass(tmp_path: Path, home: Path) -> None:
         "--env",
         "staging",
         "--expires",
-        "2026-12-01T00:00:00Z",
+        UNTIL,
         "--reason",
         "no proxies in use",
         "--principal",
@@ -208,14 +211,14 @@ def test_exception_and_break_glass(tmp_path: Path, home: Path) -> None:
     assert {e["granted_by"] for e in listed} == {"mallory", "sec"}
     ok = cli(home, "promote", digest, "--to", "staging")
     passed = {c["rule"]: c["message"] for c in ok["checks"]}
-    assert "exception by sec until 2026-12-01T00:00:00Z" in passed["vulnerabilities"]
+    assert f"exception by sec until {UNTIL}" in passed["vulnerabilities"]
 
     # Break-glass: only `sec`, only signed, only with a reason; flagged in the decision.
     repo2 = make_repo(
         tmp_path / "repo2",
         {"image.yaml": DEFINITION, **npm_package("minimist", "1.2.5")},
     )
-    bad = cli(home, "build", str(repo2 / "image.yaml"), "--tag", "bad:1")["digest"]
+    bad = cli(home, "build", str(repo2 / "image.yaml"), "--tag", "app:9")["digest"]
     cli(home, "scan", bad)
     cli(home, "promote", bad, "--to", "staging", "--override", code=2)  # no reason
     cli(
@@ -246,8 +249,8 @@ def test_exception_and_break_glass(tmp_path: Path, home: Path) -> None:
     assert forced["allowed"] and forced["override"]
     assert "vulnerabilities" in failed_rules(forced)
     shown = cli(home, "policy", "show", "staging")
-    assert shown["format"] == "yaml" and shown["desired_state"]["override"] is True
-    assert shown["desired_state"]["previous"] == digest
+    assert shown["format"] == "yaml" and shown["services"]["app"]["override"] is True
+    assert shown["services"]["app"]["previous"] == digest
 
 
 def test_detached_head_and_feature_branch_are_not_protected(tmp_path: Path, home: Path) -> None:

@@ -52,11 +52,11 @@ def test_rego_policy_decides_and_its_changes_are_recorded(tmp_path: Path, home: 
     set_ = cli(home, "policy", "set", "qa", str(policy), "--principal", "ops")
     assert set_["format"] == "rego" and set_["digest"].startswith("sha256:")
 
-    refused = cli(home, "promote", digest, "--to", "qa", code=1)
+    refused = cli(home, "promote", digest, "--to", "qa", "--service", "app", code=1)
     assert failed_rules(refused) == {"rego": "qa needs an approval"}
     assert refused["policy"]["digest"] == set_["digest"]
     cli(home, "approve", digest, "--env", "qa", "--principal", "alice")
-    assert cli(home, "promote", digest, "--to", "qa")["allowed"]
+    assert cli(home, "promote", digest, "--to", "qa", "--service", "app")["allowed"]
 
     # A Rego module that does not parse, or has no deny set, is refused; nothing is recorded.
     before = _events(home, "policy.changed")
@@ -75,7 +75,7 @@ def test_rego_policy_decides_and_its_changes_are_recorded(tmp_path: Path, home: 
     kept = home / "policies" / set_["digest"].replace(":", "-")
     kept.chmod(0o644)
     kept.write_text(REGO.replace("< 1", "< 0"))
-    cli(home, "promote", digest, "--to", "qa", "--dry-run", code=3)
+    cli(home, "promote", digest, "--to", "qa", "--service", "app", "--dry-run", code=3)
 
 
 def test_unsigned_policy_change_does_not_count(tmp_path: Path, home: Path) -> None:
@@ -114,13 +114,13 @@ def test_desired_state_is_repaired_from_the_ledger(tmp_path: Path, home: Path) -
     promoted = cli(home, "promote", second, "--to", "dev")
     repository = home / "desired-state"
     assert git(repository, "rev-list", "--count", "HEAD") == "2"
-    path = repository / "dev.json"
+    path = repository / "dev" / "a.json"
     git(repository, "reset", "-q", "--hard", "HEAD~1")  # one promotion behind, as after a crash
-    assert json.loads(path.read_text())["digest"] == first
-    shown = cli(home, "policy", "show", "dev")["desired_state"]
+    assert json.loads(path.read_text())["image"]["digest"] == first
+    shown = cli(home, "policy", "show", "dev")["services"]["a"]
     assert shown["digest"] == second and shown["previous"] == first
     assert shown["ledger_index"] == promoted["ledger_index"]
-    assert json.loads(path.read_text()) == shown
+    assert json.loads(path.read_text())["image"] == shown
     assert git(repository, "rev-list", "--count", "HEAD") == "2"  # the repair is a new commit
     assert "repaired-from-ledger: true" in git(repository, "log", "-1", "--format=%B")
     assert git(repository, "status", "--porcelain") == ""

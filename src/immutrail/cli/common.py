@@ -14,10 +14,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from immutrail.access.errors import AccessDenied, AccessError, AccessInputError, AuthenticationError
 from immutrail.artifacts.errors import ArtifactError, ArtifactInputError, BlobVerificationError
 from immutrail.baseline.errors import BaselineError, BaselineInputError
 from immutrail.crypto.canonical import parse_strict_json
 from immutrail.crypto.errors import CanonicalizationError, CryptoError, DuplicateKeyError
+from immutrail.deploy.errors import DeployInputError, DeploymentFailedError
 from immutrail.deploy.runtime import AdmissionError, RuntimeDriverError
 from immutrail.keys.errors import KeyInputError, KeysError
 from immutrail.ledger.errors import (
@@ -41,7 +43,8 @@ class ExitCode(IntEnum):
 
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok; 1 verification failed; 2 usage or input error (nothing was written); "
+    "Exit codes: 0 ok; 1 verification failed, refused, or a deployment failed and was undone; "
+    "2 usage or input error (nothing was written); "
     "3 operational error (storage unreachable or damaged, home not initialized)."
 )
 
@@ -96,6 +99,9 @@ _VERIFICATION_FAILED: tuple[type[Exception], ...] = (
     VerificationError,
     BlobVerificationError,
     AdmissionError,
+    DeploymentFailedError,
+    AccessDenied,
+    AuthenticationError,
 )
 _INPUT: tuple[type[Exception], ...] = (
     LedgerInputError,
@@ -106,6 +112,8 @@ _INPUT: tuple[type[Exception], ...] = (
     KeyInputError,
     SigningInputError,
     PolicyInputError,
+    DeployInputError,
+    AccessInputError,
 )
 _OPERATIONAL: tuple[type[Exception], ...] = (
     LedgerError,
@@ -116,6 +124,7 @@ _OPERATIONAL: tuple[type[Exception], ...] = (
     SigningError,
     PolicyError,
     RuntimeDriverError,
+    AccessError,
 )
 
 

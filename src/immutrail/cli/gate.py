@@ -16,7 +16,7 @@ from immutrail.keys.keystore import SigningKey
 from immutrail.ledger.event import parse_time
 from immutrail.ledger.home import open_ledger
 from immutrail.ledger.ledger import Ledger
-from immutrail.policy.desired import desired_state
+from immutrail.policy.desired import desired_services, desired_state
 from immutrail.policy.errors import PolicyInputError
 from immutrail.policy.exceptions import active_exceptions, grant_exception
 from immutrail.policy.imagetest import run_image_test
@@ -127,6 +127,12 @@ def test(
 def promote(
     digest: Annotated[str, typer.Argument(help="Image digest or tag.")],
     to: Annotated[str, typer.Option("--to", help="The environment, e.g. prod.")],
+    service: Annotated[
+        str | None,
+        typer.Option(
+            "--service", help="The service it is for [default: the name in the image's tag]."
+        ),
+    ] = None,
     override: Annotated[
         bool,
         typer.Option("--override", help="Break glass: promote despite a refusal (needs --reason)."),
@@ -189,6 +195,7 @@ def promote(
             _now(),
             override_reason=reason if override else None,
             key=signing.private if signing else None,
+            service=service,
         )
     _print_decision(decision.to_json(), fmt)
     if not decision.allowed:
@@ -208,7 +215,7 @@ def _print_decision(result: dict[str, Any], fmt: Format) -> None:
             "[green]✓[/]" if check["passed"] else "[red]✗[/]", check["rule"], check["message"]
         )
     stdout.print(table)
-    env = result["environment"]
+    env = result["environment"] + (f"/{result['service']}" if result.get("service") else "")
     if result.get("dry_run"):
         verdict = "would be promoted" if result["allowed"] else "would be refused"
         stdout.print(f"{result['digest']} {verdict} to {env} (dry run, nothing recorded)")
@@ -283,7 +290,12 @@ def policy_show(
     """The policy that governs ENVIRONMENT and its desired state."""
     with errors_to_exit_codes(), open_ledger(home, db) as ledger:
         active = active_policy(home, ledger, ledger_keys(ledger), environment)
-        desired = desired_state(home, ledger, Store.for_home(home, create=True), environment)
+        store = Store.for_home(home, create=True)
+        desired = [
+            state
+            for name in desired_services(ledger, environment)
+            if (state := desired_state(home, ledger, store, environment, name)) is not None
+        ]
     body: dict[str, Any] = {
         "environment": environment,
         "digest": active.digest,
@@ -292,7 +304,7 @@ def policy_show(
         "ledger_index": active.ledger_index,
         "policy": active.policy.to_json() if active.policy is not None else None,
         "rego": active.rego,
-        "desired_state": desired.to_json() if desired is not None else None,
+        "services": {state.service: state.to_json() for state in desired},
     }
     if fmt is Format.json:
         emit_json(body)
@@ -304,13 +316,15 @@ def policy_show(
         stdout.print(yaml.safe_dump(active.policy.to_json(), sort_keys=False).rstrip())
     else:
         stdout.print(active.rego or "")
-    if desired is None:
+    if not desired:
         stdout.print(f"desired state: nothing promoted to {environment} yet")
-    else:
+    for state in desired:
         stdout.print(
-            f"desired state: {desired.digest} ({desired.image or 'untagged'}), promoted by "
-            f"{desired.promoted_by} at {desired.promoted_at}, ledger index {desired.ledger_index}"
-            + (" [BREAK-GLASS]" if desired.override else "")
+            f"desired state of {state.service}: {state.digest} ({state.image or 'untagged'}), "
+            f"promoted by {state.promoted_by} at {state.promoted_at}, "
+            f"ledger index {state.ledger_index}"
+            + (" [BREAK-GLASS]" if state.override else "")
+            + (f", rolled back by {state.rolled_back_by}" if state.rolled_back_by else "")
         )
 
 

@@ -12,9 +12,12 @@ import typer
 from immutrail import __version__
 from immutrail.ledger.home import init_ledger
 
+from . import access as access_cli
 from . import artifacts as artifacts_cli
 from . import check as check_cli
 from . import demo as demo_cli
+from . import deploy as deploy_cli
+from . import endpoint as endpoint_cli
 from . import gate as gate_cli
 from . import keys as keys_cli
 from . import ledger as ledger_cli
@@ -53,6 +56,16 @@ app.command("test")(gate_cli.test)
 app.command("promote")(gate_cli.promote)
 app.add_typer(gate_cli.policy_app, name="policy")
 app.add_typer(gate_cli.exception_app, name="exception")
+app.add_typer(deploy_cli.env_app, name="env")
+app.command("deploy")(deploy_cli.deploy)
+app.command("rollback")(deploy_cli.rollback_command)
+app.command("status")(deploy_cli.status_command)
+app.command("reconcile")(deploy_cli.reconcile_command)
+app.command("chaos")(deploy_cli.chaos_command)
+app.add_typer(endpoint_cli.endpoint_app, name="endpoint")
+app.add_typer(access_cli.principal_app, name="principal")
+app.add_typer(access_cli.role_app, name="role")
+app.add_typer(access_cli.token_app, name="token")
 
 
 def _version(value: bool) -> None:

@@ -17,7 +17,7 @@ from immutrail.artifacts.errors import ArtifactError
 from immutrail.artifacts.store import Store
 from immutrail.ledger.event import Event
 from immutrail.ledger.ledger import Ledger
-from immutrail.policy.desired import desired_state
+from immutrail.policy.desired import SERVICE_NAME, desired_state
 from immutrail.policy.model import ENVIRONMENT_NAME
 from immutrail.signing.sign import valid_signatures
 
@@ -30,6 +30,7 @@ MAX_REASON_CHARS = 2000
 @dataclass(frozen=True)
 class Admission:
     environment: str
+    service: str
     digest: str
     promoted_at_index: int
     """The ledger index of the ``promotion.decided`` event that put the digest there."""
@@ -37,12 +38,20 @@ class Admission:
 
 
 def admit(
-    home: Path, store: Store, ledger: Ledger, environment: str, digest: str, actor: str
+    home: Path,
+    store: Store,
+    ledger: Ledger,
+    environment: str,
+    service: str,
+    digest: str,
+    actor: str,
 ) -> Admission:
-    """Admit ``digest`` to ``environment`` or raise :class:`AdmissionError` (recorded)."""
+    """Admit ``digest`` to ``service`` in ``environment`` or raise :class:`AdmissionError`."""
     # Malformed input is refused without an event: there is no image to say it about.
     if not ENVIRONMENT_NAME.fullmatch(environment):
         raise AdmissionError(f"{environment!r} is not an environment name")
+    if not SERVICE_NAME.fullmatch(service):
+        raise AdmissionError(f"{service!r} is not a service name")
     if not is_digest(digest):
         raise AdmissionError(f"{digest!r} is not a digest of the form sha256:<64 hex digits>")
 
@@ -50,17 +59,21 @@ def admit(
         reason = reason[:MAX_REASON_CHARS]
         ledger.append(
             Event.create(
-                EVENT_REFUSED, actor, digest, {"environment": environment, "reason": reason}
+                EVENT_REFUSED,
+                actor,
+                digest,
+                {"environment": environment, "service": service, "reason": reason},
             )
         )
-        return AdmissionError(f"{digest} may not run in {environment}: {reason}")
+        return AdmissionError(f"{digest} may not run in {where}: {reason}")
 
-    desired = desired_state(home, ledger, store, environment)
+    where = f"{environment}/{service}"
+    desired = desired_state(home, ledger, store, environment, service)
     if desired is None:
-        raise refuse(f"no image has been promoted to {environment}")
+        raise refuse(f"no image has been promoted to {where}")
     if desired.digest != digest:
         raise refuse(
-            f"not the image promoted to {environment}: that is {desired.digest} "
+            f"not the image promoted to {where}: that is {desired.digest} "
             f"(ledger entry {desired.ledger_index})"
         )
     try:
@@ -74,5 +87,5 @@ def admit(
             "no valid release signature by a non-revoked key" + (f" ({why})" if why else "")
         )
     return Admission(
-        environment, digest, desired.ledger_index, tuple(s.principal for s in signatures)
+        environment, service, digest, desired.ledger_index, tuple(s.principal for s in signatures)
     )

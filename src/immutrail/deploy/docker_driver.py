@@ -354,6 +354,13 @@ class DockerRuntime:
         self._remove_files(name)
         log.info("destroyed %s", name)
 
+    def kill(self, instance_id: str) -> None:
+        """SIGKILL to the container (no restart policy: it stays exited until replaced)."""
+        container = self._container(instance_id)
+        with _engine_errors(f"killing {instance_id}"):
+            container.kill()
+        log.info("killed %s", instance_id)
+
     # -- observation ---------------------------------------------------------------------------
 
     def _describe(self, container: Any, known: Mapping[str, Sequence[str]]) -> Instance:

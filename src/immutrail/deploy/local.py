@@ -226,6 +226,18 @@ class LocalRuntime:
         _remove_folder(folder)
         logger.info("destroyed %s", instance_id)
 
+    def kill(self, instance_id: str) -> None:
+        """SIGKILL to the instance's process group; the folder stays (the instance is exited)."""
+        record = _read_record(self._folder(instance_id))
+        if record is None or record.pid is None or _reused(record.pid, record.start_time):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record.pid, signal.SIGKILL)
+        child = self._children.get(instance_id)
+        if child is not None:
+            child.wait()
+        logger.info("killed %s", instance_id)
+
     def _stop(self, instance_id: str, pid: int, start_time: int | None) -> None:
         if _reused(pid, start_time):
             logger.warning(

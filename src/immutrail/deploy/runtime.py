@@ -103,3 +103,10 @@ class Runtime(Protocol):
     def destroy(self, instance_id: str) -> None:
         """Stop the instance and remove everything it had (its scratch space too)."""
         ...
+
+    def kill(self, instance_id: str) -> None:
+        """Kill the instance's processes at once, without warning or cleanup (chaos testing).
+
+        The instance stays, exited, for the reconciler to find, record and replace.
+        """
+        ...

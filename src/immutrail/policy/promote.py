@@ -24,7 +24,7 @@ from immutrail.ledger.event import Event
 from immutrail.ledger.ledger import Ledger
 
 from .authenticated import signed_by_principal
-from .desired import DesiredState, record_promotion
+from .desired import DesiredState, record_promotion, service_for
 from .errors import PolicyInputError
 from .evaluate import Check
 from .evidence import EVENT_PROMOTION, Evidence, gather
@@ -38,6 +38,7 @@ MAX_MESSAGE_CHARS = 2000
 class Decision:
     digest: str
     environment: str
+    service: str
     allowed: bool
     override: bool
     checks: list[Check]
@@ -50,6 +51,7 @@ class Decision:
         return {
             "digest": self.digest,
             "environment": self.environment,
+            "service": self.service,
             "allowed": self.allowed,
             "override": self.override,
             "policy": {
@@ -86,12 +88,15 @@ def promote(
     *,
     override_reason: str | None = None,
     key: PrivateKey | None = None,
+    service: str | None = None,
 ) -> Decision:
     policy, evidence, checks = decide(store, ledger, home, digest, environment, now)
+    service = service_for(store, evidence.digest, service)
     passed = all(check.passed for check in checks)
     override = False
     payload: dict[str, Any] = {
         "environment": environment,
+        "service": service,
         "allowed": passed,
         "override": False,
         "policy": {"digest": policy.digest, "format": policy.format, "source": policy.source},
@@ -110,12 +115,22 @@ def promote(
     if not allowed:
         index = ledger.append(event).index
         return Decision(
-            evidence.digest, environment, False, False, checks, policy, evidence, index, None
+            evidence.digest,
+            environment,
+            service,
+            False,
+            False,
+            checks,
+            policy,
+            evidence,
+            index,
+            None,
         )
     desired = record_promotion(home, ledger, store, event, policy.digest)
     return Decision(
         evidence.digest,
         environment,
+        service,
         True,
         override,
         checks,
