@@ -27,6 +27,8 @@ BENCHMARKS = [
     ("scan", "bench_scan.py"),
     ("baseline", "bench_baseline.py"),
     ("proxy", "bench_proxy.py"),
+    ("endpoint", "bench_endpoint.py"),
+    ("deploy", "bench_deploy.py"),
 ]
 
 
