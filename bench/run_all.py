@@ -29,6 +29,7 @@ BENCHMARKS = [
     ("proxy", "bench_proxy.py"),
     ("endpoint", "bench_endpoint.py"),
     ("deploy", "bench_deploy.py"),
+    ("integrity", "bench_integrity.py"),
 ]
 
 

@@ -21,6 +21,7 @@ from immutrail.crypto.canonical import parse_strict_json
 from immutrail.crypto.errors import CanonicalizationError, CryptoError, DuplicateKeyError
 from immutrail.deploy.errors import DeployInputError, DeploymentFailedError
 from immutrail.deploy.runtime import AdmissionError, RuntimeDriverError
+from immutrail.drift.errors import DriftError, DriftInputError, ImageVerificationError
 from immutrail.keys.errors import KeyInputError, KeysError
 from immutrail.ledger.errors import (
     LedgerError,
@@ -102,6 +103,7 @@ _VERIFICATION_FAILED: tuple[type[Exception], ...] = (
     DeploymentFailedError,
     AccessDenied,
     AuthenticationError,
+    ImageVerificationError,
 )
 _INPUT: tuple[type[Exception], ...] = (
     LedgerInputError,
@@ -114,6 +116,7 @@ _INPUT: tuple[type[Exception], ...] = (
     PolicyInputError,
     DeployInputError,
     AccessInputError,
+    DriftInputError,
 )
 _OPERATIONAL: tuple[type[Exception], ...] = (
     LedgerError,
@@ -125,6 +128,7 @@ _OPERATIONAL: tuple[type[Exception], ...] = (
     PolicyError,
     RuntimeDriverError,
     AccessError,
+    DriftError,
 )
 
 
