@@ -55,7 +55,7 @@ ServiceOption = Annotated[str | None, typer.Option("--service", help="Only this 
 
 
 @contextlib.contextmanager
-def _context(
+def deploy_context(
     home: Path, db: str | None, actor: str, docker_host: str, quiet: bool
 ) -> Iterator[Context]:
     store = Store.for_home(home, create=True)
@@ -179,7 +179,7 @@ def deploy(
         fail("--strategy is blue-green, rolling or canary")
     with (
         errors_to_exit_codes(),
-        _context(home, db, actor or default_actor(), docker_host, fmt is Format.json) as ctx,
+        deploy_context(home, db, actor or default_actor(), docker_host, fmt is Format.json) as ctx,
     ):
         names = _services(ctx, environment, service)
         outcomes = [converge(ctx, environment, name, strategy=strategy) for name in names]
@@ -199,7 +199,7 @@ def rollback_command(
     """Deploy the image that was desired before the current one: new instances, never a patch."""
     with (
         errors_to_exit_codes(),
-        _context(home, db, actor or default_actor(), docker_host, fmt is Format.json) as ctx,
+        deploy_context(home, db, actor or default_actor(), docker_host, fmt is Format.json) as ctx,
     ):
         outcome = rollback(ctx, environment, service, reason)
     _print_outcomes(environment, [outcome], fmt)
@@ -213,7 +213,7 @@ def status_command(
     fmt: FormatOption = Format.text,
 ) -> None:
     """Desired against observed: per service and per instance (id, digest, age, health)."""
-    with errors_to_exit_codes(), _context(home, db, RECONCILER, docker_host, True) as ctx:
+    with errors_to_exit_codes(), deploy_context(home, db, RECONCILER, docker_host, True) as ctx:
         report = status(ctx, environment)
     if fmt is Format.json:
         emit_json(report)
@@ -284,7 +284,7 @@ def reconcile_command(
 
     with (
         errors_to_exit_codes(),
-        _context(home, db, RECONCILER, docker_host, fmt is Format.json) as ctx,
+        deploy_context(home, db, RECONCILER, docker_host, fmt is Format.json) as ctx,
     ):
         if watch_:
             with contextlib.suppress(KeyboardInterrupt):
@@ -310,7 +310,7 @@ def chaos_command(
     """Kill random instances of ENVIRONMENT without warning; the reconciler must heal it."""
     with (
         errors_to_exit_codes(),
-        _context(home, db, actor or default_actor(), docker_host, True) as ctx,
+        deploy_context(home, db, actor or default_actor(), docker_host, True) as ctx,
     ):
         killed = chaos(ctx, environment, terminate, random.Random(seed))  # noqa: S311  # picks victims, not secrets
     if fmt is Format.json:

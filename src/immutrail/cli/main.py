@@ -17,6 +17,7 @@ from . import artifacts as artifacts_cli
 from . import check as check_cli
 from . import demo as demo_cli
 from . import deploy as deploy_cli
+from . import drift as drift_cli
 from . import endpoint as endpoint_cli
 from . import gate as gate_cli
 from . import keys as keys_cli
@@ -63,6 +64,7 @@ app.command("status")(deploy_cli.status_command)
 app.command("reconcile")(deploy_cli.reconcile_command)
 app.command("chaos")(deploy_cli.chaos_command)
 app.add_typer(endpoint_cli.endpoint_app, name="endpoint")
+app.add_typer(drift_cli.drift_app, name="drift")
 app.add_typer(access_cli.principal_app, name="principal")
 app.add_typer(access_cli.role_app, name="role")
 app.add_typer(access_cli.token_app, name="token")

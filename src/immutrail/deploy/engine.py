@@ -18,7 +18,7 @@ import contextlib
 import fcntl
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -316,11 +316,18 @@ def converge(
     *,
     strategy: str | None = None,
     reason: str = "deploy",
+    replace: Mapping[str, str] | None = None,
 ) -> Outcome:
-    """Make ``environment/service`` run its desired state; see the module's docstring."""
+    """Make ``environment/service`` run its desired state; see the module's docstring.
+
+    ``replace`` (instance id -> reason) names instances to replace even if they look good
+    (drift remediation): new instances first, then those are drained and destroyed.
+    """
     started = time.monotonic()
     with service_lock(ctx.home, environment, service):
-        outcome = _converge_locked(ctx, environment, service, strategy, reason)
+        outcome = _converge_locked(
+            ctx, environment, service, strategy, reason, replace=dict(replace or {})
+        )
     outcome.seconds = time.monotonic() - started
     return outcome
 
@@ -364,6 +371,7 @@ def _converge_locked(
     reason: str,
     *,
     undo: bool = True,
+    replace: dict[str, str] | None = None,
 ) -> Outcome:
     from .strategies import run_strategy  # strategies use Run; import here to avoid a cycle
 
@@ -389,19 +397,21 @@ def _converge_locked(
         ledger_view,
         ctx.clock(),
     )
+    observed.mark_drifted(replace or {})
     outcome = Outcome(environment, service, "unchanged", desired.digest, None, None, spec.port)
     surplus = max(0, len(observed.good) - spec.replicas)
     if (
         not observed.broken
         and not observed.stale
         and not observed.expired
+        and not observed.drifted
         and not surplus
         and len(observed.good) == spec.replicas
     ):
         _align_endpoint(ctx, endpoint, observed.good, spec, desired, runtime)
         return outcome
 
-    rollout = bool(observed.stale) or (not observed.good and not observed.expired)
+    rollout = bool(observed.stale) or not (observed.good or observed.expired or observed.drifted)
     chosen = (strategy or spec.strategy) if rollout else "heal"
     admit(ctx.home, ctx.store, ctx.ledger, environment, service, desired.digest, ctx.actor)
     if chosen == "canary":

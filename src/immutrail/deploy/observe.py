@@ -68,11 +68,25 @@ class Observed:
     """Past the declared maximum lifetime: replaced, new first."""
     broken: list[tuple[Instance, str]] = field(default_factory=list)
     """Exited, unhealthy, unrecorded or of an unknown image, with the reason: removed at once."""
+    drifted: list[tuple[Instance, str]] = field(default_factory=list)
+    """Asked to be replaced (drift remediation), with the reason: replaced, new first."""
 
     @property
     def serving(self) -> list[Instance]:
         """The instances that may take traffic until replaced."""
-        return [*self.good, *self.expired, *self.stale]
+        return [*self.good, *self.expired, *self.stale, *(i for i, _ in self.drifted)]
+
+    @property
+    def outgoing(self) -> list[Instance]:
+        """The serving instances a rollout replaces (everything but the good ones)."""
+        return [*self.stale, *self.expired, *(i for i, _ in self.drifted)]
+
+    def mark_drifted(self, replace: dict[str, str]) -> None:
+        """Move the instances named in ``replace`` (id -> reason) to ``drifted``."""
+        for group in (self.good, self.expired, self.stale):
+            for instance in [i for i in group if i.id in replace]:
+                group.remove(instance)
+                self.drifted.append((instance, replace[instance.id]))
 
 
 def classify(

@@ -34,6 +34,8 @@ def heal(run: Run, observed: Observed) -> None:
     run.wait_healthy(new)
     run.serve([*keep, *new])
     run.retire(observed.expired, "past its maximum lifetime")
+    for instance, reason in observed.drifted:
+        run.retire([instance], reason)
     run.retire(surplus, "surplus replica")
 
 
@@ -44,7 +46,7 @@ def blue_green(run: Run, observed: Observed) -> None:
     new = run.create(replicas - len(keep))
     run.wait_healthy(new)
     run.serve([*keep, *new])
-    run.retire([*observed.stale, *observed.expired, *observed.good[replicas:]], REPLACED)
+    run.retire([*observed.outgoing, *observed.good[replicas:]], REPLACED)
 
 
 def rolling(run: Run, observed: Observed) -> None:
@@ -52,7 +54,7 @@ def rolling(run: Run, observed: Observed) -> None:
     target = run.spec.replicas
     surge, unavailable = run.spec.rolling.max_surge, run.spec.rolling.max_unavailable
     new = observed.good[:target]
-    old = [*observed.stale, *observed.expired, *observed.good[target:]]
+    old = [*observed.outgoing, *observed.good[target:]]
     while len(new) < target:
         down = min(unavailable, len(old))
         first, old = old[:down], old[down:]
@@ -75,7 +77,7 @@ def canary(run: Run, observed: Observed) -> None:
     """Shift new connections to the new set in steps, each gated on health and error rate."""
     target = run.spec.replicas
     keep = observed.good[:target]
-    old = [*observed.stale, *observed.expired, *observed.good[target:]]
+    old = [*observed.outgoing, *observed.good[target:]]
     made = run.create(target - len(keep))
     run.wait_healthy(made)
     new = [*keep, *made]
