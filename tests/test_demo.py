@@ -2,25 +2,74 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from immutrail.artifacts.store import Store
 from immutrail.cli.main import app
+from immutrail.demo import VULNERABILITY, stop_everything
+from immutrail.deploy.endpoint import list_endpoints
+from immutrail.deploy.local import LocalRuntime
 
 
-def test_demo_catches_tampering_and_rollback_and_reruns_clean(tmp_path: Path) -> None:
+def test_demo_tells_the_whole_story_and_reruns_clean(tmp_path: Path) -> None:
     target = tmp_path / "demo"
-    for _ in range(2):  # a re-run starts clean
-        result = CliRunner().invoke(app, ["demo", "--dir", str(target), "--format", "json"])
-        assert result.exit_code == 0, result.stderr
-        out = json.loads(result.stdout)
-        assert out["ok"] is True
-        assert out["entries"] == 6 and out["inclusion_verified"] and out["clean_verify_ok"]
-        assert out["tamper_detected_at"] == out["tampered_index"] == 4
-        assert out["rollback_detected"] is True
-        assert (target / "witness" / "vkey").exists()
+    home = target / "home"
+    try:
+        # The first run keeps prod running; the re-run stops it, starts clean, and stops all.
+        for keep in (True, False):
+            args = ["demo", "--dir", str(target), "--format", "json"]
+            result = CliRunner().invoke(app, [*args, "--keep"] if keep else args)
+            assert result.exit_code == 0, (result.stdout, result.stderr)
+            out = json.loads(result.stdout)
+            assert out["ok"] is True and out["seconds"] < 120
+            assert out["build"]["provenance"] and out["build"]["sbom"]
+            refusal = out["refusal"]
+            assert refusal["refused"] and any(VULNERABILITY in r for r in refusal["reasons"])
+            release = out["release"]
+            assert release["promoted"] and release["scan_findings"] == 0
+            assert release["ledger_index"] > refusal["ledger_index"]
+            assert release["digest"] != out["build"]["digest"]
+            deploy = out["deploy"]
+            assert deploy["failed_requests"] == 0 and deploy["requests"] > 0
+            assert deploy["old_instances_gone"]
+            assert sorted(deploy["destroyed"]) == sorted(deploy["first"])
+            assert deploy["answer"] == "hello v2 greeting=hello"
+            drift = out["drift"]
+            assert "filesystem" in drift["kinds"] and drift["remediated"]
+            assert not drift["still_running"]
+            chaos = out["chaos"]
+            assert chaos["replaced"] and len(chaos["victims"]) == 1 and chaos["healthy"] == 2
+            assert out["auditor"] is None
+            tamper = out["tamper"]
+            assert tamper["clean_verify_ok"]
+            assert tamper["caught"] and tamper["detected_at"] == tamper["tampered_index"]
+            running = LocalRuntime(home, Store.for_home(home)).list()
+            if keep:
+                assert len(running) == 2 and len(list_endpoints(home)) == 1
+                assert _get(deploy["endpoint_port"]) == "hello v2 greeting=hello"
+                first_port = deploy["endpoint_port"]
+            else:  # nothing left running, not even what the first run kept
+                assert running == [] and list_endpoints(home) == []
+                with pytest.raises(OSError):
+                    _get(first_port)
+            assert (home / "ledger.db").exists() and (home / "desired-state" / "prod").is_dir()
+    finally:
+        if home.exists():
+            stop_everything(home)
+
+
+def _get(port: int) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/")
+        return connection.getresponse().read().decode().strip()
+    finally:
+        connection.close()
 
 
 def test_demo_refuses_to_remove_a_folder_it_did_not_make(tmp_path: Path) -> None:

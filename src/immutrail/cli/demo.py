@@ -1,24 +1,63 @@
-"""`immutrail demo`: the end-to-end story on the embedded defaults, narrated."""
+"""`immutrail demo`: the end-to-end story on the embedded defaults, narrated.
+
+Exit codes: 0 the story ran and every outcome is as expected; 1 an outcome was not (e.g. the
+tampered ledger was not caught); 2 the folder exists and was not made by the demo; 3 a step failed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from immutrail import demo as story
 
-from .common import ExitCode, Format, FormatOption, emit_json, errors_to_exit_codes, stdout
+from .common import ExitCode, Format, FormatOption, emit_json, errors_to_exit_codes, stderr, stdout
+
+
+def _invoke(args: list[str]) -> tuple[int, dict[str, Any]]:
+    """Run one `immutrail` command line in-process, as JSON; its stdout is captured, not shown."""
+    from .main import app  # here, not at import time: main imports this module
+
+    command = typer.main.get_command(app)
+    at = args.index("--") if "--" in args else len(args)  # options go before a test command
+    words = [*args[:at], "--format", "json", *args[at:]]
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        try:
+            code = command.main(words, standalone_mode=False)
+        except typer.Exit as exc:
+            code = exc.exit_code
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return (code if isinstance(code, int) else 0), _parse(captured.getvalue())
+
+
+def _parse(text: str) -> dict[str, Any]:
+    """The command's JSON document: the whole output, or its last line that is one."""
+    for candidate in (text, *reversed(text.splitlines())):
+        with contextlib.suppress(ValueError):
+            data = json.loads(candidate)
+            if isinstance(data, dict):
+                return data
+    return {"output": text}
 
 
 def demo(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where the demo keeps its ledger (recreated each run).")
+        Path, typer.Option("--dir", help="Where the demo keeps everything (recreated each run).")
     ] = Path("immutrail-demo"),
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Leave prod running (instances and endpoint) to explore."),
+    ] = False,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Run the story: record, checkpoint, prove, then catch a tampered and a rolled-back ledger."""
+    """Build, refuse, release, deploy under load, heal drift and chaos, catch a tampered ledger."""
     last_title: list[str] = [""]
 
     def say(title: str, detail: str) -> None:
@@ -31,39 +70,45 @@ def demo(
 
     with errors_to_exit_codes():
         try:
-            result = story.run(directory, say)
+            result = story.run(directory, _invoke, say, keep=keep)
         except FileExistsError as exc:
-            stdout.print(str(exc))
+            stderr.print(str(exc), markup=False)
             raise typer.Exit(int(ExitCode.USAGE)) from exc
-    caught = (
-        result.clean_verify_ok
-        and result.tamper_detected_at == result.tampered_index
-        and result.rollback_detected
-    )
+        except story.DemoError as exc:
+            stderr.print(f"error: {exc}", markup=False)
+            raise typer.Exit(int(ExitCode.OPERATIONAL)) from exc
+    home = result.home.resolve()
     if fmt is Format.json:
         emit_json(
             {
-                "ok": caught,
+                "ok": result.ok,
+                "seconds": round(result.seconds, 1),
+                "kept_running": keep,
+                "directory": str(result.directory),
                 "home": str(result.home),
-                "witness": str(result.witness),
-                "entries": result.entries,
-                "inclusion_verified": result.inclusion_verified,
-                "clean_verify_ok": result.clean_verify_ok,
-                "tampered_index": result.tampered_index,
-                "tamper_detected_at": result.tamper_detected_at,
-                "rollback_detected": result.rollback_detected,
+                "repository": str(result.repository),
+                "desired_state": str(result.home / "desired-state"),
+                "store": str(result.home / "store"),
+                **result.steps,
             }
         )
     else:
-        home = result.home
-        verdict = "tampering caught" if caught else "UNEXPECTED: tampering was not caught"
-        stdout.rule(f"[bold]{verdict}", align="left")
+        verdict = "the whole story checks out" if result.ok else "UNEXPECTED: see the steps above"
+        stdout.rule(f"[bold]{verdict} ({result.seconds:.0f} s)", align="left")
+        running = (
+            "Prod is still running (--keep)" if keep else "Everything the demo started is stopped"
+        )
         stdout.print(
-            f"The ledger: {home}\nThe witness folder: {result.witness}\nExplore it:\n"
+            f"The ledger: {home}/ledger.db\n"
+            f"The desired-state repository: {home}/desired-state\n"
+            f"The image store: {home}/store\n"
+            f"The example repository: {result.repository.resolve()}\n"
+            f"{running}. Explore it:\n"
+            f"  immutrail status prod --home {home}\n"
             f"  immutrail ledger list --home {home}\n"
-            f"  immutrail ledger prove inclusion 3 --home {home} --format tlog-proof\n"
-            f"  immutrail ledger verify --home {home} --witness {result.witness}",
+            f"  immutrail drift check prod --home {home}\n"
+            f"  immutrail ledger verify --home {home}",
             markup=False,
         )
-    if not caught:
+    if not result.ok:
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))

@@ -181,7 +181,7 @@ def _signature(policy: Policy, evidence: Evidence) -> list[Check]:
         return [Check("signature", True, "release signature by " + ", ".join(signers))]
     wanted = f" by one of {', '.join(policy.signers)}" if policy.signers else ""
     return [
-        Check("signature", False, _missing(f"a release signature{wanted}", evidence, "signature"))
+        Check("signature", False, _missing(f"release signature{wanted}", evidence, "signature"))
     ]
 
 
