@@ -10,6 +10,11 @@ frozen :class:`ImageDefinition`; nothing downstream re-validates it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
+
 import json
 import posixpath
 import re
@@ -19,8 +24,6 @@ from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-import jsonschema
 
 from . import strict_yaml
 from .errors import DefinitionError
@@ -149,6 +152,10 @@ def _where(document: strict_yaml.Document, path: tuple[str | int, ...]) -> str:
 
 
 def _schema_problems(document: strict_yaml.Document) -> list[str]:
+    # Imported here: importing jsonschema costs about 2 s (it compiles the RFC 3987 grammar of
+    # an optional format checker), which every command would otherwise pay at start-up.
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema())
     found: list[tuple[int, str]] = []
     for error in validator.iter_errors(document.value):
@@ -169,7 +176,7 @@ def _schema_problems(document: strict_yaml.Document) -> list[str]:
     return [message for _, message in sorted(found)]
 
 
-def _message(error: jsonschema.ValidationError) -> str:
+def _message(error: ValidationError) -> str:
     key = next((p for p in reversed(error.absolute_path) if isinstance(p, str)), "")
     if error.validator == "pattern" and key in _HINTS:
         return f"{error.instance!r} {_HINTS[key]}"

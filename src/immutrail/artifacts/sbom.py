@@ -50,7 +50,6 @@ from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.model.component_evidence import ComponentEvidence, Occurrence
 from cyclonedx.output.json import JsonV1Dot6
 from cyclonedx.schema import SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
 from .. import __version__
@@ -508,6 +507,10 @@ def generate_sbom(
     inventory = find_packages(rootfs)
     bom = _build_bom(inventory, image_name, image_digest, timestamp.astimezone(UTC))
     text = _sort_occurrences(JsonV1Dot6(bom).output_as_string(indent=None))
+    # Imported here: the validator compiles jsonschema's format grammars on import (about 3 s),
+    # which every command would otherwise pay at start-up.
+    from cyclonedx.validation.json import JsonStrictValidator
+
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
     if error is not None:
         raise SbomValidationError(f"generated SBOM is not valid CycloneDX 1.6: {error}")

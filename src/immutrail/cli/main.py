@@ -14,6 +14,7 @@ from immutrail.ledger.home import init_ledger
 
 from . import access as access_cli
 from . import artifacts as artifacts_cli
+from . import audit as audit_cli
 from . import check as check_cli
 from . import demo as demo_cli
 from . import deploy as deploy_cli
@@ -65,6 +66,7 @@ app.command("reconcile")(deploy_cli.reconcile_command)
 app.command("chaos")(deploy_cli.chaos_command)
 app.add_typer(endpoint_cli.endpoint_app, name="endpoint")
 app.add_typer(drift_cli.drift_app, name="drift")
+app.add_typer(audit_cli.audit_app, name="audit")
 app.add_typer(access_cli.principal_app, name="principal")
 app.add_typer(access_cli.role_app, name="role")
 app.add_typer(access_cli.token_app, name="token")

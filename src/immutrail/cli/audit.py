@@ -1,0 +1,515 @@
+"""`immutrail audit …`: point-in-time queries, evidence bundles and their offline verification."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from immutrail.artifacts.errors import ArtifactError
+from immutrail.artifacts.store import Store
+from immutrail.audit.bundle import build_bundle
+from immutrail.audit.errors import AuditInputError
+from immutrail.audit.queries import Answer, Query, at_query, changes_query, run_query, trace_query
+from immutrail.audit.reading import LedgerSource
+from immutrail.audit.verify import TRUST_TOFU, BundleReport, read_bundle_file, verify_bundle
+from immutrail.ledger.home import open_ledger
+from immutrail.ledger.proofs import b64
+
+from .common import (
+    DEFAULT_HOME,
+    EXIT_CODES_HELP,
+    DbOption,
+    ExitCode,
+    Format,
+    FormatOption,
+    HomeOption,
+    emit_json,
+    errors_to_exit_codes,
+    stdout,
+)
+
+audit_app = typer.Typer(
+    no_args_is_help=True,
+    help="What ran where, when, from which commit, approved and deployed by whom: answers "
+    f"from the ledger, and evidence bundles an auditor verifies offline. {EXIT_CODES_HELP}",
+)
+
+EnvOption = Annotated[str, typer.Option("--env", help="The environment, e.g. prod.")]
+FromOption = Annotated[str, typer.Option("--from", help="RFC 3339: the window's start (included).")]
+ToOption = Annotated[str, typer.Option("--to", help="RFC 3339: the window's end (included).")]
+
+
+def _store(home: Path) -> Store | None:
+    try:
+        return Store.for_home(home)
+    except ArtifactError:
+        return None  # no image store: artifact kinds stay unknown (provenance is not listed)
+
+
+@contextlib.contextmanager
+def _source(home: Path, db: str | None) -> Iterator[LedgerSource]:
+    with open_ledger(home, db) as ledger:
+        yield LedgerSource(ledger, _store(home))
+
+
+def _short(digest: object, width: int = 12) -> str:
+    if not isinstance(digest, str):
+        return "-"
+    return digest.removeprefix("sha256:")[:width]
+
+
+def _when(fact: Mapping[str, Any] | None) -> str:
+    if not fact:
+        return "-"
+    return f"{fact.get('time')} by {fact.get('actor')} [#{fact.get('index')}]"
+
+
+# --- at -----------------------------------------------------------------------------------------
+
+
+@audit_app.command("at")
+def at_command(
+    moment: Annotated[
+        str, typer.Argument(metavar="TIME", help="RFC 3339, e.g. 2026-03-14T09:00:00Z.")
+    ],
+    env: EnvOption,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Every instance running in ENV at TIME: image, commit, builder, provenance, scan and
+    baseline at deployment time, approvals, deployer, creation, destruction, open drift.
+
+    Exit 0 answered (also when nothing ran), 2 bad input, 3 the ledger cannot be read.
+    """
+    with errors_to_exit_codes():
+        query = at_query(moment, env)
+        with _source(home, db) as source:
+            answer = run_query(query, source)
+        _print_answer(answer, fmt)
+
+
+@audit_app.command("trace")
+def trace_command(
+    ref: Annotated[
+        str, typer.Argument(metavar="DIGEST|INSTANCE", help="An image digest or an instance id.")
+    ],
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """The whole chain of an image (or of one instance) from commit to destruction.
+
+    Exit 0 answered, 2 bad input or nothing about REF in the ledger, 3 the ledger cannot be read.
+    """
+    with errors_to_exit_codes():
+        query = trace_query(ref)
+        with _source(home, db) as source:
+            answer = run_query(query, source)
+        _print_answer(answer, fmt)
+
+
+@audit_app.command("changes")
+def changes_command(
+    env: EnvOption,
+    since: FromOption,
+    until: ToOption,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Every change recorded for ENV in the window: promotions (refused ones and break-glass
+    overrides too), rollbacks, declarations, deployments, instances, traffic, drift, policy.
+
+    Exit 0 answered, 2 bad input, 3 the ledger cannot be read.
+    """
+    with errors_to_exit_codes():
+        query = changes_query(env, since, until)
+        with _source(home, db) as source:
+            answer = run_query(query, source)
+        _print_answer(answer, fmt)
+
+
+# --- evidence -----------------------------------------------------------------------------------
+
+
+def _evidence_query(
+    ref: str | None, at: str | None, env: str | None, since: str | None, until: str | None
+) -> Query:
+    if ref is not None:
+        if any(x is not None for x in (at, env, since, until)):
+            raise AuditInputError("give either DIGEST|INSTANCE, or --env with --at or --from/--to")
+        return trace_query(ref)
+    if env is None:
+        raise AuditInputError(
+            "name what to prove: DIGEST|INSTANCE, --at TIME --env ENV, or "
+            "--from T1 --to T2 --env ENV"
+        )
+    if at is not None:
+        if since is not None or until is not None:
+            raise AuditInputError("--at cannot be combined with --from/--to")
+        return at_query(at, env)
+    if since is None or until is None:
+        raise AuditInputError("--env needs --at TIME, or both --from and --to")
+    return changes_query(env, since, until)
+
+
+def _write_new(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename); never clobber unasked."""
+    if path.exists() and not overwrite:
+        raise AuditInputError(f"{path} exists; add --overwrite to replace it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise AuditInputError(f"{folder} is not a folder")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@audit_app.command("evidence")
+def evidence_command(
+    output: Annotated[Path, typer.Option("-o", "--output", help="The bundle file to write.")],
+    ref: Annotated[
+        str | None, typer.Argument(metavar="[DIGEST|INSTANCE]", help="Prove a trace of this.")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="Prove `audit at TIME` (with --env).")
+    ] = None,
+    env: Annotated[str | None, typer.Option("--env", help="The environment.")] = None,
+    since: Annotated[str | None, typer.Option("--from", help="Prove `audit changes` from…")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="…to (with --env).")] = None,
+    as_of: Annotated[
+        int | None,
+        typer.Option(
+            "--as-of",
+            min=0,
+            help="Answer as of this stored checkpoint's size [default: the latest, signed now "
+            "if the ledger has grown].",
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Write one self-contained evidence bundle: the query, the answer, the events it cites
+    with inclusion proofs against one signed checkpoint, the consistency proof to the latest
+    checkpoint, the attestations and the public keys (docs/evidence-bundle.md).
+
+    The bundle is verified before it is written. Exit 0 written, 2 bad input (nothing written),
+    3 the ledger or the image store cannot supply the evidence.
+    """
+    with errors_to_exit_codes():
+        query = _evidence_query(ref, at, env, since, until)
+        if output.exists() and not overwrite:
+            raise AuditInputError(f"{output} exists; add --overwrite to replace it")
+        started = time.perf_counter()
+        with open_ledger(home, db) as ledger:
+            built = build_bundle(ledger, _store(home), query, as_of=as_of)
+        seconds = time.perf_counter() - started
+        _write_new(output, built.data, overwrite)
+        summary = {
+            "file": str(output),
+            "bytes": len(built.data),
+            "query": query.to_json(),
+            "checkpoint_size": built.checkpoint_size,
+            "latest_size": built.latest_size,
+            "signed_checkpoint": built.signed_checkpoint,
+            "events": built.events,
+            "attestations": built.attestations,
+            "keys": built.report.keys,
+            "seconds": round(seconds, 3),
+        }
+        if fmt is Format.json:
+            emit_json(summary)
+            return
+        signed = " (signed now)" if built.signed_checkpoint else ""
+        stdout.print(
+            f"wrote {output}: {len(built.data)} bytes, {built.events} events with inclusion "
+            f"proofs, {built.attestations} attestations, {built.report.keys} keys\n"
+            f"  {query.describe()}, as of checkpoint {built.checkpoint_size}{signed}, "
+            f"consistent with {built.latest_size}; built and verified in {seconds:.2f} s\n"
+            f"  verify offline: immutrail audit verify {output} --vkey '{ledger.vkey}'"
+        )
+
+
+# --- verify -------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def verify_command(
+    bundle: Annotated[Path, typer.Argument(metavar="FILE", help="An evidence bundle.")],
+    vkey: Annotated[
+        str | None,
+        typer.Option(
+            "--vkey",
+            help="The ledger's verifier key (name+hash+base64, as `ledger vkey` prints), or "
+            "@FILE holding it [default: trust the key in the bundle, on first use].",
+        ),
+    ] = None,
+    witness: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A witness folder (or checkpoint file) that must hold the bundle's "
+            "checkpoint; its vkey file is trusted when --vkey is not given (repeatable)."
+        ),
+    ] = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Check every signature, proof and digest in FILE, then re-derive the answer from its
+    events and compare. Needs no home, no database and no network.
+
+    Exit 0 verified, 1 does not verify (every failing place is named), 2 bad input
+    (unreadable file, malformed --vkey).
+    """
+    with errors_to_exit_codes():
+        data = read_bundle_file(bundle)
+        report = verify_bundle(data, vkey=vkey, witnesses=witness or [])
+        if fmt is Format.json:
+            out = report.to_json()
+            out["file"] = str(bundle)
+            out["checkpoint_root"] = (
+                b64(report.checkpoint_root) if report.checkpoint_root is not None else None
+            )
+            emit_json(out)
+        else:
+            _print_report(bundle, report)
+        if not report.ok:
+            raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
+
+
+def _print_report(path: Path, report: BundleReport) -> None:
+    if not report.ok:
+        stdout.print(
+            f"[bold red]FAILED[/]: {escape(str(path))} does not verify "
+            f"({len(report.problems)} problem(s))",
+            markup=True,
+        )
+        for problem in report.problems:
+            stdout.print(f"  {problem.where}: {problem.message}", markup=False)
+        return
+    trust = {
+        "vkey": "signed by the key given with --vkey",
+        "witness": "signed by the key the witness folder holds",
+        TRUST_TOFU: "signed by the key named in the bundle (trust on first use: pass --vkey "
+        "to check it is the ledger you expect)",
+    }[report.trust]
+    answer = report.answer or {}
+    stdout.print(f"[bold green]ok[/]: {escape(str(path))} verifies", markup=True)
+    stdout.print(
+        f"  checkpoint    {report.origin} size {report.checkpoint_size}, {trust}\n"
+        f"  consistency   size {report.checkpoint_size} is a prefix of size {report.latest_size}"
+        + (f"; {report.witnessed} witnessed checkpoint(s) agree" if report.witnessed else "")
+        + f"\n  events        {report.events} events, each proven included; "
+        f"{report.event_signatures} actor signatures\n"
+        f"  attestations  {report.attestations} (digests match the ledger; "
+        f"{report.dsse_signatures} DSSE signatures)\n"
+        f"  keys          {report.keys}, each announced by a key.created in the bundle\n"
+        f"  answer        re-derived from the events: identical ({_answer_size(answer)})",
+        markup=False,
+    )
+
+
+def _answer_size(answer: Mapping[str, Any]) -> str:
+    kind = answer.get("kind")
+    if kind == "at":
+        running = len(answer.get("instances") or [])
+        return f"{running} instance(s) in {answer.get('environment')} at {answer.get('at')}"
+    if kind == "changes":
+        return f"{len(answer.get('changes') or [])} change(s) in {answer.get('environment')}"
+    return f"trace of {answer.get('ref')}: {len(answer.get('timeline') or [])} events"
+
+
+# --- text output --------------------------------------------------------------------------------
+
+
+def _print_answer(answer: Answer, fmt: Format) -> None:
+    if fmt is Format.json:
+        emit_json(answer.data)
+        return
+    data = answer.data
+    if data["kind"] == "at":
+        _print_at(data)
+    elif data["kind"] == "trace":
+        _print_trace(data)
+    else:
+        _print_changes(data)
+
+
+def _print_at(data: Mapping[str, Any]) -> None:
+    instances = data["instances"]
+    stdout.print(
+        f"[bold]{data['environment']}[/] at {data['at']}: {len(instances)} instance(s) running "
+        f"(ledger size {data['as_of_size']})",
+        markup=True,
+    )
+    if not instances:
+        return
+    table = Table("instance", "image", "deployed by", "created", "ended", "drift", box=None)
+    for row in instances:
+        deployment = row["deployment"] or {}
+        ended = row["ended"][0] if row["ended"] else None
+        table.add_row(
+            Text(row["instance"]),
+            _short(row["digest"]),
+            Text(str(deployment.get("actor", "-"))),
+            str(row["created"]["time"]),
+            f"{ended['time']} ({ended['type'].split('.')[-1]})" if ended else "running",
+            str(sum(len(d["findings"]) for d in row["drift"])),
+        )
+    stdout.print(table)
+    for row in instances:
+        stdout.print(
+            f"\n{row['instance']}  service {row['service']}  image {row['digest']}",
+            markup=False,
+        )
+        _print_image(row["image"])
+        deployment = row["deployment"]
+        if deployment:
+            end = deployment["end"]
+            stdout.print(
+                f"  deployment  {deployment['deployment']} ({deployment['strategy']}) "
+                f"{_when(deployment)}"
+                + (f", {end['type']} at {end['time']}" if end else ", not finished"),
+                markup=False,
+            )
+        for drift in row["drift"]:
+            for finding in drift["findings"]:
+                stdout.print(
+                    f"  drift       {finding.get('kind')} {finding.get('path') or ''} "
+                    f"({finding.get('severity')}, {finding.get('control')}) "
+                    f"[#{drift['index']}]",
+                    markup=False,
+                )
+
+
+def _print_image(image: Mapping[str, Any]) -> None:
+    lines = []
+    build = image["build"]
+    if build:
+        lines.append(
+            f"  built       {build['repository']}@{_short(build['commit'])} "
+            f"({build.get('branch') or '-'}) {_when(build)}"
+        )
+    for item in image["provenance"]:
+        lines.append(f"  provenance  {item['artifact']} [#{item['attached_index']}]")
+    scan = image["scan"]
+    if scan:
+        counts = scan.get("counts") or {}
+        shown = ", ".join(f"{k} {n}" for k, n in counts.items() if n) or "no findings"
+        lines.append(f"  scan        {shown} {_when(scan)}")
+    baseline = image["baseline"]
+    if baseline:
+        verdict = "passed" if baseline["passed"] else "FAILED"
+        failed = ", ".join(baseline.get("failed") or [])
+        lines.append(
+            f"  baseline    {verdict}"
+            + (f" (failed: {failed})" if failed else "")
+            + f" {_when(baseline)}"
+        )
+    for test in image["tests"]:
+        lines.append(f"  test        {test['name']} {test['result']} {_when(test)}")
+    for signature in image["signatures"]:
+        lines.append(f"  signed      by {signature['signer']} {_when(signature)}")
+    for approval in image["approvals"]:
+        lines.append(
+            f"  approved    by {approval['approver']} for {approval['environment']} "
+            f"{_when(approval)}"
+        )
+    promotion = image.get("promotion")
+    if promotion:
+        verdict = "BREAK-GLASS override" if promotion["override"] else "allowed"
+        reason = f" ({promotion['override_reason']})" if promotion["override_reason"] else ""
+        failed = ", ".join(promotion["failed_checks"])
+        lines.append(
+            f"  promoted    {verdict}{reason} {_when(promotion)}"
+            + (f"; failed checks: {failed}" if failed else "")
+        )
+    rollback = image.get("rollback")
+    if rollback:
+        lines.append(f"  rolled back from {_short(rollback['from'])} {_when(rollback)}")
+    for line in lines:
+        stdout.print(line, markup=False)
+
+
+def _print_trace(data: Mapping[str, Any]) -> None:
+    stdout.print(
+        f"trace of {data['ref']}: image {data['digest']} (ledger size {data['as_of_size']})",
+        markup=False,
+    )
+    _print_image(data["image"])
+    for promotion in data["promotions"]:
+        verdict = (
+            "override"
+            if promotion["override"]
+            else "allowed"
+            if promotion["allowed"]
+            else "REFUSED"
+        )
+        stdout.print(
+            f"  promotion   {promotion['environment']}: {verdict} {_when(promotion)}",
+            markup=False,
+        )
+    for row in data["instances"]:
+        ended = row["ended"][0] if row["ended"] else None
+        stdout.print(
+            f"  instance    {row['instance']} in {row['environment']}: created "
+            f"{row['created']['time']}, "
+            + (f"{ended['type']} {ended['time']}" if ended else "still running"),
+            markup=False,
+        )
+    table = Table("index", "time", "type", "actor", "subject", box=None)
+    for item in data["timeline"]:
+        table.add_row(
+            str(item["index"]),
+            item["time"],
+            item["type"],
+            Text(item["actor"]),
+            Text(item["subject"]),
+        )
+    stdout.print(table)
+
+
+def _print_changes(data: Mapping[str, Any]) -> None:
+    rows: Sequence[Mapping[str, Any]] = data["changes"]
+    counts = ", ".join(f"{k} {n}" for k, n in data["counts"].items()) or "none"
+    stdout.print(
+        f"[bold]{data['environment']}[/] from {data['from']} to {data['to']}: "
+        f"{len(rows)} change(s) ({counts})",
+        markup=True,
+    )
+    table = Table("index", "time", "category", "type", "actor", "subject", box=None)
+    for row in rows:
+        category = row["category"]
+        shown = (
+            f"[bold red]{category}[/]"
+            if category in ("override", "promotion-refused", "deployment-failed", "refused")
+            else category
+        )
+        table.add_row(
+            str(row["index"]),
+            row["time"],
+            shown,
+            row["type"],
+            Text(row["actor"]),
+            Text(row["subject"]),
+        )
+    stdout.print(table)
