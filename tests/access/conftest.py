@@ -98,7 +98,7 @@ def add_principal(
 
 
 @pytest.fixture
-def admin_home(home: Path) -> Iterator[tuple[Path, Ledger, Identity]]:  # noqa: F811
+def admin_home(home: Path) -> Iterator[tuple[Path, Ledger, Identity]]:
     """A home whose first principal, ``root``, is the bootstrapped admin."""
     with open_ledger(home) as ledger:
         bootstrap(home, ledger, NewPrincipal.check(ADMIN, "person", "Root"), passphrase=None)

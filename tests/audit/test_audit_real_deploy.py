@@ -27,7 +27,7 @@ from immutrail.deploy.local import LocalRuntime
 
 
 @pytest.fixture
-def env(home: Path, tmp_path: Path) -> Iterator[Env]:  # noqa: F811
+def env(home: Path, tmp_path: Path) -> Iterator[Env]:
     made = Env(home, tmp_path)
     try:
         yield made

@@ -34,8 +34,8 @@ def hello_repo(root: Path, version: str = "1") -> Path:
     return make_repo(root, {"image.yaml": HELLO_DEFINITION, "app/server.py": server})
 
 
-def build_hello(home: Path, tmp_path: Path, version: str = "1") -> str:  # noqa: F811
-    repo = hello_repo(tmp_path / f"hello-{version}", version)  # noqa: F811
+def build_hello(home: Path, tmp_path: Path, version: str = "1") -> str:
+    repo = hello_repo(tmp_path / f"hello-{version}", version)
     return build(repo / "image.yaml", home, tag=f"hello:{version}").digest
 
 
@@ -56,5 +56,5 @@ def wait_for(runtime: LocalRuntime, instance_id: str, wanted: Health, seconds: f
 
 
 @pytest.fixture
-def hello(home: Path, tmp_path: Path) -> str:  # noqa: F811
+def hello(home: Path, tmp_path: Path) -> str:
     return build_hello(home, tmp_path)

@@ -15,8 +15,7 @@ import docker  # type: ignore[import-untyped]
 import pytest
 
 from artifacts.conftest import make_repo
-from artifacts.services.dockerd import Engine, running_dockerd
-from artifacts.services.registry import ServiceError
+from artifacts.services.dockerd import Engine
 from artifacts.test_docker_load import BUSYBOX, is_static_elf, skip_or_fail
 from immutrail.artifacts.builder import build
 from immutrail.deploy.endpoint import Endpoint, list_endpoints
@@ -24,6 +23,7 @@ from immutrail.deploy.endpoint import Endpoint, list_endpoints
 from .conftest import free_port
 from .test_admission import PERMISSIVE, cli
 from .test_deploy_e2e import Load
+from .test_docker_driver import engine  # noqa: F401  # one private dockerd per module
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.docker]
 
@@ -39,15 +39,6 @@ entrypoint: ["/bin/busybox"]
 cmd: ["sleep", "3600"]
 """
 SERVE = '["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p 127.0.0.1:$PORT -h /www"]'
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    try:
-        with running_dockerd() as started:
-            yield started
-    except ServiceError as exc:
-        skip_or_fail(f"no Docker engine: {exc}")
 
 
 @pytest.fixture

@@ -61,13 +61,13 @@ SLEEPER = [
 """An instance that writes its logs into its scratch folder, then waits to be destroyed."""
 
 
-def build_app(home: Path, tmp_path: Path, name: str = "app") -> BuildResult:  # noqa: F811
+def build_app(home: Path, tmp_path: Path, name: str = "app") -> BuildResult:
     repo = make_repo(tmp_path / f"repo-{name}", APP_FILES)
     return build(repo / "image.yaml", home, tag=f"{name}:1")
 
 
 @pytest.fixture
-def app_image(home: Path, tmp_path: Path) -> BuildResult:  # noqa: F811
+def app_image(home: Path, tmp_path: Path) -> BuildResult:
     return build_app(home, tmp_path)
 
 
@@ -161,6 +161,6 @@ UPPER = [
 
 
 @pytest.fixture
-def layered(home: Path) -> tuple[Store, str]:  # noqa: F811
+def layered(home: Path) -> tuple[Store, str]:
     store = Store.for_home(home, create=True)
     return store, store_image(store, [LOWER, UPPER], "layered:1")

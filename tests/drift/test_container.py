@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import docker  # type: ignore[import-untyped]
 import pytest
 
 from artifacts.conftest import make_repo
-from artifacts.services.dockerd import Engine, running_dockerd
-from artifacts.services.registry import ServiceError
+from artifacts.services.dockerd import Engine
 from artifacts.test_docker_load import BUSYBOX, is_static_elf, skip_or_fail
+from deploy.test_docker_driver import client, engine  # noqa: F401  # one private dockerd per module
 from immutrail.artifacts.builder import BuildResult, build
 from immutrail.artifacts.store import Store
 from immutrail.deploy.docker_driver import DockerRuntime
@@ -64,26 +63,6 @@ WAIT = 60.0
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    try:
-        with running_dockerd() as started:
-            yield started
-    except ServiceError as exc:
-        skip_or_fail(f"no Docker engine: {exc}")
-
-
-@pytest.fixture
-def client(engine: Engine) -> Iterator[Any]:
-    client = docker.DockerClient(base_url=engine.host)
-    yield client
-    for container in client.containers.list(all=True):  # nothing leaks into the next test
-        container.remove(force=True, v=True)
-    for image in client.images.list(all=True):
-        client.images.remove(image.id, force=True)
-    client.close()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.docker]
 
 
 @pytest.fixture
-def deployed(home: Path, tmp_path: Path, engine: Engine) -> Iterator[tuple[Any, list[str], str]]:  # noqa: F811
+def deployed(home: Path, tmp_path: Path, engine: Engine) -> Iterator[tuple[Any, list[str], str]]:
     client = docker.DockerClient(base_url=engine.host)
     for principal in ("ops", "rel"):
         cli(home, "keys", "generate", "--principal", principal, "--no-passphrase")

@@ -22,6 +22,16 @@ LABEL_DIRTY = "dev.immutrail.dirty"
 LABEL_PRIVACY = "dev.immutrail.privacy-relevant"
 
 
+def image_env(config: Mapping[str, Any]) -> dict[str, str]:
+    """A run configuration's ``Env`` list as a mapping (entries without ``=`` are skipped)."""
+    env: dict[str, str] = {}
+    for item in config.get("Env") or []:
+        if isinstance(item, str) and "=" in item:
+            key, _, value = item.partition("=")
+            env[key] = value
+    return env
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """Where the image came from: goes into history, labels and annotations."""

@@ -541,6 +541,12 @@ class Store:
             *(Descriptor.from_dict(item, f"layer of {digest}") for item in layers),
         ]
 
+    def image_config(self, digest: str) -> dict[str, Any]:
+        """The run configuration (``config`` of the image config: Env, Entrypoint, Labels…)."""
+        _, blobs = self.image_blobs(digest)
+        inner = self.get_json(blobs[0]).get("config")
+        return inner if isinstance(inner, dict) else {}
+
     def verify(self, digest: str) -> Descriptors:
         """Verify a manifest and every blob it references; return what was checked."""
         self.resolve(digest)

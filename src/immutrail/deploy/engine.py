@@ -272,38 +272,42 @@ class Run:
 
     def destroy(self, instance: Instance, reason: str) -> None:
         """Keep the instance's logs in the store, destroy it, record it."""
-        try:
-            logs = self.runtime.logs(instance.id)
-        except RuntimeDriverError:
-            logs = Logs(b"", b"")
-        kept: str | None = None
-        if self.ctx.store.has_blob(instance.digest):
-            try:
-                kept = keep_logs(
-                    self.ctx.store, self.ctx.ledger, self.ctx.actor, instance, logs
-                ).artifact
-            except ArtifactError as exc:
-                self.ctx.report(f"the logs of {instance.id} could not be kept: {exc}")
-        try:
-            self.runtime.destroy(instance.id)
-        except RuntimeDriverError as exc:
-            if _still_there(self.runtime, instance.id):
-                raise
-            self.ctx.report(f"{instance.id} was already gone: {exc}")
-        self.record(
-            EVENT_DESTROYED,
-            instance.id,
-            {
-                "deployment": self.deployment,
-                "digest": instance.digest,
-                "runtime": self.runtime.name,
-                "reason": reason,
-                "created_at": instance.created_at,
-                "logs": kept,
-            },
-        )
+        destroy_instance(self.ctx, self.runtime, instance, reason, self.deployment)
         self.destroyed.append(instance.id)
-        self.ctx.report(f"destroyed {instance.id} ({reason})")
+
+
+def destroy_instance(
+    ctx: Context, runtime: Runtime, instance: Instance, reason: str, deployment: str | None
+) -> None:
+    """Keep an instance's logs in the store, destroy it, record ``instance.destroyed``."""
+    try:
+        logs = runtime.logs(instance.id)
+    except RuntimeDriverError:
+        logs = Logs(b"", b"")
+    kept: str | None = None
+    if ctx.store.has_blob(instance.digest):
+        try:
+            kept = keep_logs(ctx.store, ctx.ledger, ctx.actor, instance, logs).artifact
+        except ArtifactError as exc:
+            ctx.report(f"the logs of {instance.id} could not be kept: {exc}")
+    try:
+        runtime.destroy(instance.id)
+    except RuntimeDriverError as exc:
+        if _still_there(runtime, instance.id):
+            raise
+        ctx.report(f"{instance.id} was already gone: {exc}")
+    payload = {
+        "environment": instance.environment,
+        "service": instance.service,
+        "deployment": deployment,
+        "digest": instance.digest,
+        "runtime": runtime.name,
+        "reason": reason,
+        "created_at": instance.created_at,
+        "logs": kept,
+    }
+    ctx.ledger.append(Event.create(EVENT_DESTROYED, ctx.actor, instance.id, payload))
+    ctx.report(f"destroyed {instance.id} ({reason})")
 
 
 # --- converge ----------------------------------------------------------------------------------
@@ -509,16 +513,14 @@ def _remove_broken(run: Run, observed: Observed, ledger_view: Recorded) -> None:
 def _undo(ctx: Context, run: Run, failed: DesiredState, why: str, *, roll_back: bool) -> None:
     """After a failure: destroy what the run created; after a failed rollout, also go back to
     the digest that still runs (a failed heal keeps its digest: the image did not change)."""
-    leftovers = [
-        i
-        for i in run.runtime.list(run.spec.environment)
-        if i.id in set(run.created) - set(run.destroyed)
-    ]
+    unfinished = set(run.created) - set(run.destroyed)
+    present = run.runtime.list(run.spec.environment)
+    leftovers = [i for i in present if i.id in unfinished]
     survivors = [
         i
-        for i in run.runtime.list(run.spec.environment)
+        for i in present
         if i.service == run.spec.service
-        and i.id not in {x.id for x in leftovers}
+        and i.id not in unfinished
         and i.health is not Health.exited
     ]
     if survivors:

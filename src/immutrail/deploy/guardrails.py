@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from immutrail.artifacts.errors import ArtifactError
-from immutrail.artifacts.imageconfig import LABEL_PRIVACY
+from immutrail.artifacts.imageconfig import LABEL_PRIVACY, image_env
 from immutrail.artifacts.rootfs import RootFS, glob_to_regex
 from immutrail.artifacts.store import Store
 from immutrail.ledger.event import Event, parse_entry
@@ -101,7 +101,7 @@ def privacy_changes(
             named = _named(target.lstrip("/"), paths)
             if named and old_files.get(target) != new_files.get(target):
                 changes.append(f"configuration file {target}")
-    old_image_env, new_image_env = _env(old_config), _env(new_config)
+    old_image_env, new_image_env = image_env(old_config), image_env(new_config)
     for key in keys:
         before_value = (old_image_env.get(key), old_env.get(key))
         if before_value != (new_image_env.get(key), new_env.get(key)):
@@ -127,12 +127,9 @@ def _declared_config(
 
 def _config(store: Store, digest: str) -> dict[str, Any]:
     try:
-        _, blobs = store.image_blobs(digest)
-        document = store.get_json(blobs[0])
+        return store.image_config(digest)
     except ArtifactError as exc:
         raise RuntimeDriverError(f"cannot read the image config of {digest}: {exc}") from exc
-    inner = document.get("config")
-    return inner if isinstance(inner, dict) else {}
 
 
 def _privacy_entries(config: Mapping[str, Any]) -> list[str]:
@@ -143,14 +140,6 @@ def _privacy_entries(config: Mapping[str, Any]) -> list[str]:
         return []
     paths = declared.get("paths") if isinstance(declared, dict) else None
     return [str(p) for p in paths] if isinstance(paths, list) else []
-
-
-def _env(config: Mapping[str, Any]) -> dict[str, str]:
-    out = {}
-    for item in config.get("Env") or []:
-        name, _, value = str(item).partition("=")
-        out[name] = value
-    return out
 
 
 def _files(store: Store, digest: str, paths: list[str]) -> dict[str, tuple[str, int, str | None]]:

@@ -110,7 +110,7 @@ class LocalRuntime:
         _check_env(spec.env)
         try:
             self.store.verify(spec.digest)
-            config = _image_config(self.store, spec.digest)
+            config = self.store.image_config(spec.digest)
         except ArtifactError as exc:
             raise RuntimeDriverError(f"image {spec.digest} cannot be started: {exc}") from exc
         argv = list(spec.command) if spec.command is not None else _image_argv(config)
@@ -303,12 +303,6 @@ class LocalRuntime:
 
 
 # --- the process ------------------------------------------------------------------------------
-
-
-def _image_config(store: Store, digest: str) -> dict[str, Any]:
-    _, blobs = store.image_blobs(digest)
-    inner = store.get_json(blobs[0]).get("config")
-    return inner if isinstance(inner, dict) else {}
 
 
 def _image_argv(config: Mapping[str, Any]) -> builtins.list[str]:

@@ -34,23 +34,19 @@ class Recorded:
 
     created: dict[str, int] = field(default_factory=dict)
     """Instance id -> ledger index of its ``instance.created``."""
-    gone: set[str] = field(default_factory=set)
-    """Instances whose destruction is recorded."""
     lost: set[str] = field(default_factory=set)
     """Instances already recorded as found dead (``instance.lost``)."""
 
 
 def recorded(ledger: Ledger, environment: str) -> Recorded:
     found = Recorded()
-    for kind in (EVENT_CREATED, EVENT_DESTROYED, EVENT_LOST):
+    for kind in (EVENT_CREATED, EVENT_LOST):
         for row in ledger.entries(EntryFilter(type=kind)):
             event = parse_entry(row.data)
             if event.payload.get("environment") != environment:
                 continue
             if kind == EVENT_CREATED:
                 found.created[event.subject] = row.index
-            elif kind == EVENT_DESTROYED:
-                found.gone.add(event.subject)
             else:
                 found.lost.add(event.subject)
     return found

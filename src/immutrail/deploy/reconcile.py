@@ -19,10 +19,9 @@ from immutrail.ledger.event import Event, parse_time
 from immutrail.policy.desired import desired_state
 
 from .declaration import RUNTIMES, declared
-from .engine import Context, Outcome, converge
+from .engine import Context, Outcome, converge, destroy_instance
 from .errors import DeployInputError, DeploymentFailedError
-from .keep_logs import keep_logs
-from .observe import EVENT_DESTROYED, LABEL_CONFIG, recorded
+from .observe import LABEL_CONFIG, recorded
 from .runtime import Health, Instance, RuntimeDriverError
 
 EVENT_CHAOS = "chaos.terminated"
@@ -67,7 +66,7 @@ def reconcile(ctx: Context, environment: str) -> Pass:
             result.outcomes.append(converge(ctx, environment, name, reason="reconcile"))
         except (DeploymentFailedError, RuntimeDriverError) as exc:
             result.errors.append(f"{environment}/{name}: {exc}")
-    for runtime_name in _runtimes_in_use(ctx, environment):
+    for runtime_name in runtimes_in_use(ctx, environment):
         runtime = ctx.runtime_for(runtime_name)
         for instance in runtime.list(environment):
             if instance.managed and instance.service not in services:
@@ -99,7 +98,7 @@ def chaos(ctx: Context, environment: str, count: int, rng: random.Random) -> lis
     if count < 1:
         raise DeployInputError("--terminate needs a number of instances >= 1")
     candidates: list[tuple[str, Instance]] = []
-    for runtime_name in _runtimes_in_use(ctx, environment):
+    for runtime_name in runtimes_in_use(ctx, environment):
         for instance in ctx.runtime_for(runtime_name).list(environment):
             if instance.managed and instance.health is not Health.exited:
                 candidates.append((runtime_name, instance))
@@ -183,41 +182,19 @@ def status(ctx: Context, environment: str) -> dict[str, Any]:
         )
     strays = [
         {"id": i.id, "service": i.service, "digest": i.digest, "managed": i.managed}
-        for runtime_name in _runtimes_in_use(ctx, environment)
+        for runtime_name in runtimes_in_use(ctx, environment)
         for i in ctx.runtime_for(runtime_name).list(environment)
         if i.id not in seen
     ]
     return {"environment": environment, "services": out, "undeclared": strays}
 
 
-def _runtimes_in_use(ctx: Context, environment: str) -> list[str]:
+def runtimes_in_use(ctx: Context, environment: str) -> list[str]:
     """The runtimes this environment's services are declared on (local always looked at)."""
     used = {item.spec.runtime for item in declared(ctx.ledger, environment).values()}
     return [name for name in RUNTIMES if name in used or name == "local"]
 
 
 def _remove(ctx: Context, runtime_name: str, instance: Instance) -> None:
-    runtime = ctx.runtime_for(runtime_name)
-    try:
-        logs = runtime.logs(instance.id)
-        if ctx.store.has_blob(instance.digest):
-            keep_logs(ctx.store, ctx.ledger, ctx.actor, instance, logs)
-    except RuntimeDriverError:
-        pass
-    runtime.destroy(instance.id)
-    ctx.ledger.append(
-        Event.create(
-            EVENT_DESTROYED,
-            ctx.actor,
-            instance.id,
-            {
-                "environment": instance.environment,
-                "service": instance.service,
-                "digest": instance.digest,
-                "runtime": runtime_name,
-                "reason": "its service is not declared in this environment",
-                "created_at": instance.created_at,
-            },
-        )
-    )
-    ctx.report(f"destroyed {instance.id} (service {instance.service} not declared)")
+    reason = "its service is not declared in this environment"
+    destroy_instance(ctx, ctx.runtime_for(runtime_name), instance, reason, None)

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from immutrail.artifacts.attach import attach_and_record
+from immutrail.artifacts.imageconfig import image_env
 from immutrail.crypto.canonical import canonical_json
 from immutrail.deploy.declaration import ServiceSpec, declared
 from immutrail.deploy.docker_driver import DockerRuntime
 from immutrail.deploy.engine import Context, converge
 from immutrail.deploy.observe import LABEL_CONFIG, Recorded, recorded
+from immutrail.deploy.reconcile import runtimes_in_use
 from immutrail.deploy.runtime import Health, Instance, Runtime
 from immutrail.ledger.event import Event, parse_time
 from immutrail.policy.desired import desired_state
@@ -148,7 +150,7 @@ def drift_check(ctx: Context, environment: str, *, full: bool = False) -> DriftR
                     {"expected": spec.replicas, "observed": len(running)},
                 )
             )
-    for runtime_name in {item.spec.runtime for item in services.values()} | {"local"}:
+    for runtime_name in runtimes_in_use(ctx, environment):
         for instance in ctx.runtime_for(runtime_name).list(environment):
             if instance.service not in services:
                 finding = Finding(
@@ -170,11 +172,14 @@ def remediate(ctx: Context, report: DriftReport) -> None:
         if finding.instance is None or finding.kind in ("replicas-missing", "replicas-surplus"):
             continue
         by_service.setdefault(finding.service, {})[finding.instance] = f"drift: {finding.kind}"
-    services = declared(ctx.ledger, report.environment)
-    for service in services:
+    for service, item in declared(ctx.ledger, report.environment).items():
         replace = by_service.get(service, {})
-        for instance_id in replace:
-            _keep_evidence(ctx, report, service, instance_id)
+        if replace:
+            runtime = ctx.runtime_for(item.spec.runtime)
+            present = {i.id: i for i in runtime.list(report.environment)}
+            for instance_id in replace:
+                if instance_id in present:
+                    _keep_evidence(ctx, report, runtime, present[instance_id])
         outcome = converge(
             ctx, report.environment, service, reason="drift remediation", replace=replace
         )
@@ -336,8 +341,7 @@ def _docker_findings(
     container = runtime.client.containers.get(instance.id)
     attrs = container.attrs
     found = []
-    image_env = _image_env(ctx, instance.digest)
-    wanted_env = {**image_env, **spec.env}
+    wanted_env = {**image_env(ctx.store.image_config(instance.digest)), **spec.env}
     if instance.port is not None:
         wanted_env["PORT"] = str(instance.port)
     observed_env = dict(item.partition("=")[::2] for item in attrs["Config"].get("Env") or [])
@@ -408,12 +412,6 @@ def _docker_findings(
     return found
 
 
-def _image_env(ctx: Context, digest: str) -> dict[str, str]:
-    _, blobs = ctx.store.image_blobs(digest)
-    config = ctx.store.get_json(blobs[0]).get("config") or {}
-    return dict(str(item).partition("=")[::2] for item in config.get("Env") or [])
-
-
 def _record(ctx: Context, environment: str, instance: Instance, found: list[Finding]) -> None:
     ctx.ledger.append(
         Event.create(
@@ -433,13 +431,11 @@ def _record(ctx: Context, environment: str, instance: Instance, found: list[Find
     )
 
 
-def _keep_evidence(ctx: Context, report: DriftReport, service: str, instance_id: str) -> None:
+def _keep_evidence(ctx: Context, report: DriftReport, runtime: Runtime, instance: Instance) -> None:
     """Attach the findings and the instance's output to its image before it is replaced."""
+    instance_id, service = instance.id, instance.service
     findings = [f.to_json() for f in report.findings if f.instance == instance_id]
-    spec = declared(ctx.ledger, report.environment)[service].spec
-    runtime = ctx.runtime_for(spec.runtime)
-    instance = next((i for i in runtime.list(report.environment) if i.id == instance_id), None)
-    if instance is None or not ctx.store.has_blob(instance.digest):
+    if not ctx.store.has_blob(instance.digest):
         return
     logs = runtime.logs(instance_id)
     document = canonical_json(

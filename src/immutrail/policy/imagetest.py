@@ -28,6 +28,7 @@ from typing import Any
 
 from immutrail.artifacts.attach import attach_and_record
 from immutrail.artifacts.digests import sha256_digest
+from immutrail.artifacts.imageconfig import image_env
 from immutrail.artifacts.provenance import rfc3339
 from immutrail.artifacts.statements import attest
 from immutrail.artifacts.store import Store
@@ -71,7 +72,7 @@ def run_image_test(
     if not command:
         raise PolicyInputError("give the test command after --, e.g. immutrail test D -- ./t.sh")
     record = store.resolve(digest)
-    config = _image_env(store, record.digest)
+    config = image_env(store.image_config(record.digest))
     test_name = name or Path(command[0]).name
     started = datetime.now(UTC)
     scratch = Path(tempfile.mkdtemp(prefix="immutrail-test-"))
@@ -150,14 +151,3 @@ def run_image_test(
         manifest.digest,
         appended.index,
     )
-
-
-def _image_env(store: Store, digest: str) -> dict[str, str]:
-    _, blobs = store.image_blobs(digest)
-    config = store.get_json(blobs[0])
-    env: dict[str, str] = {}
-    for item in (config.get("config") or {}).get("Env") or []:
-        if isinstance(item, str) and "=" in item:
-            key, _, value = item.partition("=")
-            env[key] = value
-    return env
