@@ -30,6 +30,7 @@ BENCHMARKS = [
     ("endpoint", "bench_endpoint.py"),
     ("deploy", "bench_deploy.py"),
     ("integrity", "bench_integrity.py"),
+    ("drift_exec", "bench_drift_exec.py"),
     ("audit", "bench_audit.py"),
 ]
 

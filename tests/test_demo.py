@@ -7,13 +7,29 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+from immutrail.access import AccessState
 from immutrail.artifacts.store import Store
 from immutrail.cli.main import app
-from immutrail.demo import VULNERABILITY, stop_everything
+from immutrail.demo import (
+    ADMIN,
+    AUDITOR,
+    BUILDER,
+    CAST_FILE,
+    DEPLOYER,
+    OPERATOR,
+    REVIEWERS,
+    SIGNER,
+    VULNERABILITY,
+    stop_everything,
+)
 from immutrail.deploy.endpoint import list_endpoints
 from immutrail.deploy.local import LocalRuntime
+from immutrail.ledger.event import parse_entry
+from immutrail.ledger.home import open_ledger
+from immutrail.ledger.storage.interface import EntryFilter
 
 
 def test_demo_tells_the_whole_story_and_reruns_clean(tmp_path: Path) -> None:
@@ -44,7 +60,10 @@ def test_demo_tells_the_whole_story_and_reruns_clean(tmp_path: Path) -> None:
             assert not drift["still_running"]
             chaos = out["chaos"]
             assert chaos["replaced"] and len(chaos["victims"]) == 1 and chaos["healthy"] == 2
-            assert out["auditor"] is None
+            auditor = out["auditor"]
+            assert auditor["v2_named"] and auditor["digests"] == [release["digest"]]
+            assert auditor["approvers"] == sorted(REVIEWERS) and auditor["instances"] == 2
+            assert auditor["evidence_verified"] and Path(auditor["evidence"]).is_file()
             tamper = out["tamper"]
             assert tamper["clean_verify_ok"]
             assert tamper["caught"] and tamper["detected_at"] == tamper["tampered_index"]
@@ -58,9 +77,33 @@ def test_demo_tells_the_whole_story_and_reruns_clean(tmp_path: Path) -> None:
                 with pytest.raises(OSError):
                     _get(first_port)
             assert (home / "ledger.db").exists() and (home / "desired-state" / "prod").is_dir()
+            _every_event_names_a_principal_of_the_cast(home)
     finally:
         if home.exists():
             stop_everything(home)
+
+
+def _every_event_names_a_principal_of_the_cast(home: Path) -> None:
+    """Access control is on from the first event: every actor is an authenticated principal."""
+    cast = yaml.safe_load(CAST_FILE.read_text(encoding="utf-8"))
+    assert cast["admin"] == ADMIN
+    assert {BUILDER, SIGNER, DEPLOYER, OPERATOR, AUDITOR, *REVIEWERS} == set(cast["principals"])
+    with open_ledger(home) as ledger:
+        state = AccessState.replay(ledger)
+        assert state.rejected == []
+        assert {p.name for p in state.principals.values() if p.enabled} == {
+            ADMIN,
+            *cast["principals"],
+        }
+        events = [parse_entry(row.data) for row in ledger.entries(EntryFilter())]
+    assert {e.actor for e in events} <= {ADMIN, *cast["principals"]}
+    first: dict[str, str] = {}
+    for event in events:
+        first.setdefault(event.type, event.actor)
+    assert first["image.approved"] in REVIEWERS and first["image.signed"] == SIGNER
+    assert first["deployment.started"] == DEPLOYER and first["promotion.decided"] == DEPLOYER
+    assert first["artifact.built"] == BUILDER and first["vulndb.imported"] == OPERATOR
+    assert sum(e.signature is not None for e in events) > len(events) / 2
 
 
 def _get(port: int) -> str:

@@ -1,5 +1,8 @@
 """The story `immutrail demo` tells, on the embedded defaults (SQLite ledger, local store, `local`).
 
+0. access control is on from the start (`init --admin`): the admin creates the cast of
+   examples/demo/principals.yaml, each with a role and a key, and every later command runs as
+   the principal whose job it is, so the ledger records who authenticated;
 1. a builder builds v1 of the hello service (provenance and SBOM recorded);
 2. the scan finds a known vulnerability in a dependency and the prod gate refuses v1, saying why;
 3. the dependency is bumped in git; v2 is built, scanned clean, checked, tested, approved by two
@@ -7,7 +10,9 @@
 4. v2 is deployed blue/green to prod, then re-deployed with a new setting under steady load;
 5. a file is written into a running instance: drift check finds it, remediation replaces it;
 6. chaos kills an instance; the reconciler replaces it;
-7. the auditor's point-in-time query and evidence bundle (not available yet: skipped);
+7. the auditor asks what ran in prod at a moment T taken between steps 4 and 5 (v2, approved by
+   both reviewers), writes the evidence bundle for that answer, verifies it offline, and writes
+   the SOC 2 report of the whole story;
 8. a copy of the ledger is tampered with and verification catches it.
 
 Every step runs the same commands a user runs (``invoke``, given by the CLI layer, so this module
@@ -17,6 +22,7 @@ never imports the CLI) and returns facts, not prose, so a test checks outcomes, 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -27,30 +33,38 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .artifacts.store import Store
 from .deploy.endpoint import Endpoint, list_endpoints
 from .deploy.local import LocalRuntime
+from .ledger.event import format_time
 from .ledger.home import DB_FILE, open_ledger
 
 MARKER = ".immutrail-demo"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-BUILDER, AUTHOR, REVIEWERS, SIGNER, OPERATOR = (
-    "user:builder",
-    "dev",
+CAST_FILE = EXAMPLES / "demo" / "principals.yaml"
+ADMIN, AUTHOR = "admin", "dev"
+BUILDER, REVIEWERS, SIGNER, DEPLOYER, OPERATOR, AUDITOR = (
+    "ci",
     ("alice", "bob"),
     "release",
+    "dana",
     "ops",
+    "audra",
 )
 VULNERABILITY = "GHSA-x84v-xcm2-53pg"
 
 Narrator = Callable[[str, str], None]
 """Called with (step title, detail) as the story goes."""
 
-Invoke = Callable[[list[str]], tuple[int, dict[str, Any]]]
-"""Runs one `immutrail` command line in-process with ``--format json``: (exit code, output)."""
+Invoke = Callable[[list[str], str | None], tuple[int, dict[str, Any]]]
+"""Runs one `immutrail` command line in-process with ``--format json``, authenticated as the
+principal given (None: nobody): (exit code, output)."""
 
 
 class DemoError(RuntimeError):
@@ -79,6 +93,10 @@ class DemoResult:
                 and s["deploy"]["old_instances_gone"]
                 and s["drift"]["remediated"]
                 and s["chaos"]["replaced"]
+                and s["auditor"]["v2_named"]
+                and s["auditor"]["approvers_named"]
+                and s["auditor"]["evidence_verified"]
+                and s["auditor"]["report_change_management"] == "satisfied"
                 and s["tamper"]["caught"]
             )
         except KeyError:
@@ -121,10 +139,10 @@ def run(directory: Path, invoke: Invoke, say: Narrator, *, keep: bool = False) -
         result.steps["refusal"] = story.refuse_v1()
         result.steps["release"] = story.release_v2()
         result.steps["deploy"] = story.deploy()
+        moment = story.remember_now()
         result.steps["drift"] = story.drift()
         result.steps["chaos"] = story.chaos()
-        result.steps["auditor"] = None
-        say("7. The auditor", "not available yet: skipped")
+        result.steps["auditor"] = story.audit(moment)
         result.steps["tamper"] = story.tamper()
     finally:
         if not keep and home.exists():
@@ -140,15 +158,48 @@ class _Story:
         self.directory, self.home, self.repo, self.say = directory, home, repo, say
         self._invoke = invoke
         self.port = _free_port()
+        self.began = format_time(datetime.now(UTC))
         self.v1 = self.v2 = ""
 
-    def cli(self, *words: str, codes: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    def cli(
+        self, *words: str, by: str | None, codes: tuple[int, ...] = (0,), offline: bool = False
+    ) -> dict[str, Any]:
+        """Run a command as principal ``by`` (None: the bootstrap), in the demo's home (not when
+        ``offline``: a check that needs no home)."""
         args = list(words)
         at = args.index("--") if "--" in args else len(args)  # options go before a test command
-        code, out = self._invoke([*args[:at], "--home", str(self.home), *args[at:]])
+        home = [] if offline else ["--home", str(self.home)]
+        code, out = self._invoke([*args[:at], *home, *args[at:]], by)
         if code not in codes:
-            raise DemoError(f"`immutrail {' '.join(words)}` exited {code}: {out}")
+            who = f" as {by}" if by else ""
+            raise DemoError(f"`immutrail {' '.join(words)}`{who} exited {code}: {out}")
         return out
+
+    def cast(self) -> list[str]:
+        """Access control at creation; the admin creates every principal and its key."""
+        self.cli("init", "--admin", ADMIN, "--no-passphrase", by=None)
+        cast = yaml.safe_load(CAST_FILE.read_text(encoding="utf-8"))
+        names = []
+        for name, spec in cast["principals"].items():
+            where = (
+                ["--env", "prod"] if spec["role"] in ("reviewer", "deployer", "operator") else []
+            )
+            kind = ["--kind", spec["kind"]] if "kind" in spec else []
+            self.cli("principal", "create", name, "--role", spec["role"], *where, *kind, by=ADMIN)
+            self.cli("keys", "generate", "--principal", name, "--no-passphrase", by=ADMIN)
+            names.append(f"{name} ({spec['role']})")
+        self.say(
+            "0. Access control is on from the start",
+            f"{ADMIN} bootstrapped at init; created {', '.join(names)}, each with a key",
+        )
+        return names
+
+    def remember_now(self) -> str:
+        """A moment strictly between the events before and after it (they carry microseconds)."""
+        time.sleep(0.01)
+        moment = format_time(datetime.now(UTC))
+        time.sleep(0.01)
+        return moment
 
     def git(self, *args: str) -> str:
         env = {
@@ -173,20 +224,16 @@ class _Story:
     # --- 1 ----------------------------------------------------------------------------------
 
     def build_v1(self) -> dict[str, Any]:
-        self.cli("init")
-        for principal in (*REVIEWERS, SIGNER, OPERATOR, BUILDER):
-            self.cli("keys", "generate", "--principal", principal, "--no-passphrase")
+        self.cast()
         osv = sorted((EXAMPLES / "demo" / "osv").glob("*.json"))
-        self.cli("vulndb", "import", *map(str, osv))
+        self.cli("vulndb", "import", *map(str, osv), by=OPERATOR)
         shutil.copytree(EXAMPLES / "hello" / "app", self.repo / "app")
         shutil.copy(EXAMPLES / "demo" / "image.yaml", self.repo / "image.yaml")
         _write_dist_info(self.repo, "requests", "2.19.0")
         self.git("init", "-q", "-b", "main")
         self.git("add", "-A")
         self.git("commit", "-q", "-m", "hello v1")
-        built = self.cli(
-            "build", str(self.repo / "image.yaml"), "--tag", "hello:1", "--actor", BUILDER
-        )
+        built = self.cli("build", str(self.repo / "image.yaml"), "--tag", "hello:1", by=BUILDER)
         self.v1 = built["digest"]
         self.say(
             "1. A builder builds v1 of the hello service",
@@ -204,7 +251,7 @@ class _Story:
 
     def refuse_v1(self) -> dict[str, Any]:
         self._vet(self.v1)
-        decision = self.cli("promote", self.v1, "--to", "prod", codes=(1,))
+        decision = self.cli("promote", self.v1, "--to", "prod", by=DEPLOYER, codes=(1,))
         reasons = [f"{c['rule']}: {c['message']}" for c in decision["checks"] if not c["passed"]]
         self.say("2. The scan finds a known vulnerability; the gate refuses v1", "\n".join(reasons))
         return {
@@ -223,18 +270,18 @@ class _Story:
         server.write_text(server.read_text().replace('VERSION = "1"', 'VERSION = "2"'))
         self.git("add", "-A")
         self.git("commit", "-q", "-m", "bump requests to 2.31.0 (GHSA-x84v-xcm2-53pg)")
-        self.v2 = self.cli(
-            "build", str(self.repo / "image.yaml"), "--tag", "hello:2", "--actor", BUILDER
-        )["digest"]
+        self.v2 = self.cli("build", str(self.repo / "image.yaml"), "--tag", "hello:2", by=BUILDER)[
+            "digest"
+        ]
         scan = self._vet(self.v2)
-        self.cli("sign", self.v2, "--principal", SIGNER)
+        self.cli("sign", self.v2, by=SIGNER)
         for reviewer in REVIEWERS:
-            self.cli("approve", self.v2, "--env", "prod", "--principal", reviewer)
-        decision = self.cli("promote", self.v2, "--to", "prod", "--actor", OPERATOR)
+            self.cli("approve", self.v2, "--env", "prod", by=reviewer)
+        decision = self.cli("promote", self.v2, "--to", "prod", by=DEPLOYER)
         self.say(
             "3. requests bumped in git; v2 built, scanned clean, checked, tested, approved, signed",
             f"{self.v2} approved by {', '.join(REVIEWERS)}, signed by {SIGNER}; "
-            f"promoted to prod at ledger index {decision.get('ledger_index')}",
+            f"promoted to prod by {DEPLOYER} at ledger index {decision.get('ledger_index')}",
         )
         return {
             "digest": self.v2,
@@ -245,11 +292,11 @@ class _Story:
 
     def _vet(self, digest: str) -> int:
         """Scan, baseline check and a smoke test; returns the number of scan findings."""
-        scanned = self.cli("scan", digest, "--actor", BUILDER, codes=(0, 1))
-        self.cli("check", digest, "--actor", BUILDER, codes=(0, 1))
+        scanned = self.cli("scan", digest, by=BUILDER, codes=(0, 1))
+        self.cli("check", digest, by=BUILDER, codes=(0, 1))
         self.cli(
-            "test", digest, "--name", "smoke", "--actor", BUILDER, "--",
-            "test", "-f", "opt/hello/server.py",
+            "test", digest, "--name", "smoke", "--", "test", "-f", "opt/hello/server.py",
+            by=BUILDER,
         )  # fmt: skip
         return _count_findings(scanned)
 
@@ -257,7 +304,7 @@ class _Story:
 
     def deploy(self) -> dict[str, Any]:
         self._declare("hi")
-        first = self.cli("deploy", "prod", "--actor", OPERATOR)["services"][0]
+        first = self.cli("deploy", "prod", by=DEPLOYER)["services"][0]
         answer = _get(self.port)
         self.say(
             "4. v2 is the first prod deployment (blue/green, 2 replicas)",
@@ -266,7 +313,7 @@ class _Story:
         self._declare("hello")  # a new setting: new instances, never a change in place
         with _Load(self.port) as load:
             time.sleep(0.3)
-            second = self.cli("deploy", "prod", "--actor", OPERATOR)["services"][0]
+            second = self.cli("deploy", "prod", by=DEPLOYER)["services"][0]
             time.sleep(0.3)
         running = {i.id for i in self._runtime().list("prod")}
         gone = not (set(first["created"]) & running)
@@ -292,7 +339,7 @@ class _Story:
         text = (EXAMPLES / "demo" / "hello.yaml").read_text()
         path = self.directory / "hello.yaml"
         path.write_text(text.format(port=self.port, greeting=greeting))
-        self.cli("env", "declare", "prod", "hello", str(path), "--actor", OPERATOR)
+        self.cli("env", "declare", "prod", "hello", str(path), by=DEPLOYER)
 
     def _runtime(self) -> LocalRuntime:
         return LocalRuntime(self.home, Store.for_home(self.home))
@@ -304,7 +351,7 @@ class _Story:
         folder = self.home / "runtime" / "local" / victim.id / "rootfs" / "opt" / "hello"
         folder.chmod(0o755)  # the attacker makes the read-only root writable, then writes
         (folder / "backdoor.py").write_text("print('owned')\n")
-        found = self.cli("drift", "check", "prod", "--remediate", codes=(0, 1))
+        found = self.cli("drift", "check", "prod", "--remediate", by=OPERATOR, codes=(0, 1))
         kinds = sorted({f["kind"] for f in found["findings"] if f["instance"] == victim.id})
         replaced = found["remediated"].get("hello", [])
         evidence = self.home / "drift"
@@ -323,9 +370,9 @@ class _Story:
     # --- 6 ----------------------------------------------------------------------------------
 
     def chaos(self) -> dict[str, Any]:
-        killed = self.cli("chaos", "prod", "--terminate", "1", "--seed", "7", "--actor", OPERATOR)
+        killed = self.cli("chaos", "prod", "--terminate", "1", "--seed", "7", by=OPERATOR)
         victims = [_victim_id(v) for v in killed.get("killed", killed.get("terminated", []))]
-        healed = self.cli("reconcile", "prod")
+        healed = self.cli("reconcile", "prod", by=OPERATOR)
         created = [i for s in healed["services"] for i in s["created"]]
         running = self._runtime().list("prod")
         healthy = [i.id for i in running if i.health.value == "healthy"]
@@ -339,6 +386,61 @@ class _Story:
             "created": created,
             "replaced": bool(victims) and bool(created) and not set(victims) & set(healthy),
             "healthy": len(healthy),
+        }
+
+    # --- 7 ----------------------------------------------------------------------------------
+
+    def audit(self, moment: str) -> dict[str, Any]:
+        """As the auditor: what ran in prod at ``moment``, the evidence for it, verified."""
+        answer = self.cli("audit", "at", moment, "--env", "prod", by=AUDITOR)
+        instances = answer.get("instances") or []
+        digests = sorted({row["digest"] for row in instances})
+        approvers = sorted(
+            {
+                approval["approver"]
+                for row in instances
+                for approval in row["image"]["approvals"]
+                if approval.get("environment") == "prod"
+            }
+        )
+        evidence = self.directory / "evidence.json"
+        self.cli(
+            "audit", "evidence", "--at", moment, "--env", "prod", "-o", str(evidence), by=AUDITOR
+        )
+        vkey = self.cli("ledger", "vkey", by=AUDITOR)["vkey"]
+        checked = self.cli(
+            "audit", "verify", str(evidence), "--vkey", vkey, by=None, codes=(0, 1), offline=True
+        )
+        report = self.directory / "soc2-report.html"
+        figures = self.directory / "soc2-report.json"
+        window = ("--from", self.began, "--to", format_time(datetime.now(UTC)), "--env", "prod")
+        written = self.cli("audit", "report", "--framework", "soc2", *window, "-o", str(report),
+                           by=AUDITOR)  # fmt: skip
+        self.cli("audit", "report", "--framework", "soc2", *window, "-o", str(figures),
+                 by=AUDITOR)  # fmt: skip
+        controls = json.loads(figures.read_text(encoding="utf-8"))["controls"]
+        change_management = next((c["status"] for c in controls if c["id"] == "CC8.1"), "missing")
+        self.say(
+            f"7. The auditor ({AUDITOR}) asks what ran in prod at {moment}",
+            f"{len(instances)} instance(s) of {', '.join(digests) or 'nothing'}, approved by "
+            f"{', '.join(approvers) or 'nobody'}; evidence {evidence} "
+            + ("verifies offline" if checked.get("ok") else "DOES NOT VERIFY")
+            + f"; SOC 2 report {report}: change management (CC8.1) {change_management}, "
+            + ", ".join(f"{n} {status}" for status, n in written["controls"].items()),
+        )
+        return {
+            "at": moment,
+            "instances": len(instances),
+            "digests": digests,
+            "v2_named": digests == [self.v2],
+            "approvers": approvers,
+            "approvers_named": approvers == sorted(REVIEWERS),
+            "evidence": str(evidence),
+            "evidence_events": checked.get("events"),
+            "evidence_verified": checked.get("ok") is True,
+            "report": str(report),
+            "report_controls": written["controls"],
+            "report_change_management": change_management,
         }
 
     # --- 8 ----------------------------------------------------------------------------------

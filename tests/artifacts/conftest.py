@@ -38,18 +38,32 @@ def need_tool(name: str) -> str:
     pytest.skip(f"{name} is not installed (apt-get install {name})")
 
 
+def isolate(
+    patch: pytest.MonkeyPatch,
+    root: Path,
+    *,
+    date: str | None = COMMIT_DATE,
+    actor: str | None = "user:test",
+) -> None:
+    """git without the user's or the system's config, with a fixed identity (and commit date);
+    no immutrail setting inherited from the shell; ``actor`` the setup-mode actor (None: none)."""
+    patch.setenv("GIT_CONFIG_GLOBAL", str(root / "no-gitconfig"))
+    patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for who in ("AUTHOR", "COMMITTER"):
+        patch.setenv(f"GIT_{who}_NAME", "Test")
+        patch.setenv(f"GIT_{who}_EMAIL", "test@example.org")
+        if date is not None:
+            patch.setenv(f"GIT_{who}_DATE", date)
+    patch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    for name in ("HOME", "DB", "TOKEN", "PRINCIPAL", "ACTOR"):
+        patch.delenv(f"IMMUTRAIL_{name}", raising=False)
+    if actor is not None:
+        patch.setenv("IMMUTRAIL_ACTOR", actor)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test")
-    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "test@example.org")
-    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test")
-    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "test@example.org")
-    monkeypatch.setenv("GIT_AUTHOR_DATE", COMMIT_DATE)
-    monkeypatch.setenv("GIT_COMMITTER_DATE", COMMIT_DATE)
-    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
-    monkeypatch.setenv("IMMUTRAIL_ACTOR", "user:test")
+    isolate(monkeypatch, tmp_path)
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from artifacts.conftest import COMMIT_DATE, git, make_repo
+from artifacts.conftest import git, isolate, make_repo
 from audit.fleet import Deployment, Fleet
 from immutrail.artifacts.store import Store
 from immutrail.cli.audit import audit_app
@@ -196,14 +196,5 @@ def make_world(root: Path) -> World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("world")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GIT_CONFIG_GLOBAL", str(root / "no-gitconfig"))
-        patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        for who in ("AUTHOR", "COMMITTER"):
-            patch.setenv(f"GIT_{who}_NAME", "Test")
-            patch.setenv(f"GIT_{who}_EMAIL", "test@example.org")
-            patch.setenv(f"GIT_{who}_DATE", COMMIT_DATE)
-        patch.delenv("SOURCE_DATE_EPOCH", raising=False)
-        patch.delenv("IMMUTRAIL_HOME", raising=False)
-        patch.delenv("IMMUTRAIL_DB", raising=False)
-        patch.setenv("IMMUTRAIL_ACTOR", "user:test")
+        isolate(patch, root)
         yield make_world(root)

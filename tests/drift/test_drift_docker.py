@@ -1,8 +1,12 @@
-"""`immutrail drift check` on the real Docker engine: exec sessions, containers recreated or
-started behind immutrail's back, found with evidence and healed by replacement."""
+"""`immutrail drift check` and `drift watch` on the real Docker engine: exec sessions (from the
+live event stream within two seconds), shells and an SSH-like server in a container, containers
+recreated or started behind immutrail's back, runtime rules: found with evidence and healed by
+replacement."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +17,13 @@ import pytest
 from artifacts.services.dockerd import Engine
 from deploy.conftest import free_port
 from deploy.test_admission import PERMISSIVE, cli
-from deploy.test_deploy_docker import SERVE, engine, web_image  # noqa: F401
+from deploy.test_deploy_docker import SERVE, web_image
+from deploy.test_docker_driver import engine  # noqa: F401
+from immutrail.artifacts.store import Store
 from immutrail.deploy.endpoint import Endpoint, list_endpoints
+from immutrail.drift.check import EVIDENCE_TYPE
+
+from .watching import Watching, events, kinds, wait_event
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.docker]
 
@@ -108,3 +117,97 @@ def test_clean_then_exec_recreate_and_stranger_are_found_and_healed(
     assert not names & {first, second, "immutrail-prod-web-deadbeef"} and len(names) == 2
     for container in client.containers.list():
         assert container.labels["immutrail.digest"] == digest
+
+
+DETECT_WITHIN_S = 2.0
+RULES = """\
+package immutrail.drift
+
+alert contains {"msg": sprintf("a shell runs in %s", [input.instance.id]), "rule": "shell"} if {
+    input.environment == "prod"
+    some p in input.processes
+    p.shell
+}
+
+alert contains {"msg": "runs as root", "rule": "root", "severity": "low"} if {
+    input.instance.runtime == "docker"
+    some p in input.processes
+    p.from_entrypoint
+    p.uid == 0
+}
+"""
+
+
+def test_exec_shell_and_sshd_under_watch_are_found_fast_with_evidence(
+    home: Path, tmp_path: Path, engine: Engine, deployed: tuple[Any, list[str], str]
+) -> None:
+    client, host, _ = deployed
+    rules = tmp_path / "rules.rego"
+    rules.write_text(RULES)
+    cli(home, "drift", "rules", "set", "prod", str(rules))
+    first, second = sorted(c.name for c in client.containers.list())
+
+    with Watching(home, "prod", "--interval", "60", *host) as watching:
+        clean = watching.wait_for(lambda r: r["source"] == "check")
+        # no built-in finding on the clean containers; only what the rules say (busybox as root)
+        assert kinds(clean["findings"]) == {"rule-alert"}, clean["findings"]
+        assert events(home, "drift.detected") == []
+
+        engine.docker("exec", first, "/bin/busybox", "sh", "-c", "id")
+        returned = time.monotonic()
+        event, seen = wait_event(
+            home, "drift.detected", lambda e: e["source"] == "docker-events", 10, watching
+        )
+        assert seen - returned < DETECT_WITHIN_S, seen - returned
+        assert event["subject"] == first
+        [finding] = event["findings"]
+        [session] = finding["evidence"]["sessions"]
+        assert finding["kind"] == "exec-session" and finding["severity"] == "high"
+        assert session["command"] == "/bin/busybox sh -c id"
+        assert session["exec_id"] and session["tty"] is False and session["user"] == ""
+
+        # A shell on a terminal, and a server named sshd, both left running in the container.
+        shell = client.api.exec_create(first, ["/bin/busybox", "sh"], stdin=True, tty=True)
+        client.api.exec_start(shell["Id"], detach=True, tty=True)
+        port = free_port()
+        serve = (
+            "ln -s /bin/busybox /tmp/sshd && exec -a busybox /tmp/sshd httpd -f "
+            f"-p 127.0.0.1:{port} -h /tmp"
+        )
+        sshd = client.api.exec_create(first, ["/bin/busybox", "sh", "-c", serve])
+        client.api.exec_start(sshd["Id"], detach=True)
+
+        found = watching.wait_for(
+            lambda r: (
+                r["source"] == "instance-check" and {"shell", "ssh-server"} <= kinds(r["findings"])
+            )
+        )
+    by_kind = {f["kind"]: f for f in found["findings"]}
+    shell_evidence = by_kind["shell"]["evidence"]
+    assert shell_evidence["tty"] is not None and shell_evidence["tty"].startswith("pts/")
+    assert shell_evidence["cmdline"] == ["/bin/busybox", "sh"]
+    assert not shell_evidence["from_entrypoint"] and shell_evidence["uid"] == 0
+    server = by_kind["ssh-server"]["evidence"]
+    assert server["comm"] == "sshd" and server["cmdline"][:2] == ["busybox", "httpd"]
+    assert server["listening"] == [{"protocol": "tcp", "address": "127.0.0.1", "port": port}]
+    matched = [e for e in events(home, "drift.rule.matched") if e["subject"] == first]
+    rules_fired = {o["rule"] for e in matched for o in e["outcomes"]}
+    assert rules_fired == {"shell", "root"}
+    assert matched[-1]["rules"]["digest"].startswith("sha256:")
+    assert all(e["subject"] == first for e in events(home, "drift.detected"))
+
+    # Replaced by the deployment engine; what was seen is kept with the image.
+    healed = cli(home, "drift", "check", "prod", "--remediate", *host, code=1)
+    assert healed["remediated"]["web"] == [first]
+    after = healed["after_remediation"]["findings"]
+    assert kinds(after) == {"rule-alert"}  # root: an alert needs a person, not a replacement
+    names = {c.name for c in client.containers.list()}
+    assert first not in names and second in names and len(names) == 2
+    store = Store.for_home(home)
+    kept = [
+        json.loads(store.read_blob(e["blob"]))
+        for e in events(home, "artifact.attached")
+        if e["artifact_type"] == EVIDENCE_TYPE
+    ]
+    [evidence] = [k for k in kept if k["instance"] == first]
+    assert {"exec-session", "shell", "ssh-server"} <= {f["kind"] for f in evidence["findings"]}

@@ -58,6 +58,9 @@ class Action(StrEnum):
     DRIFT_REMEDIATE = "drift.remediate"
     ENDPOINT_MANAGE = "endpoint.manage"
     KEYS_MANAGE = "keys.manage"
+    """Create and revoke any principal's keys."""
+    KEYS_MANAGE_OWN = "keys.manage.own"
+    """Create (authenticated with a key: rotation) and revoke one's own keys."""
     PRINCIPALS_MANAGE = "principals.manage"
     TOKENS_MANAGE = "tokens.manage"
     """Create and revoke any principal's tokens."""
@@ -117,6 +120,7 @@ ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = {
             A.IMAGE_TEST,
             A.IMAGE_SIGN,
             A.TOKENS_MANAGE_OWN,
+            A.KEYS_MANAGE_OWN,
             A.LEDGER_READ,
         }
     ),
@@ -130,6 +134,7 @@ ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = {
             A.IMAGE_APPROVE,
             A.EXCEPTION_GRANT,
             A.TOKENS_MANAGE_OWN,
+            A.KEYS_MANAGE_OWN,
             A.LEDGER_READ,
             A.AUDIT_READ,
         }
@@ -144,6 +149,7 @@ ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = {
             A.RECONCILE,
             A.DRIFT_CHECK,
             A.TOKENS_MANAGE_OWN,
+            A.KEYS_MANAGE_OWN,
             A.LEDGER_READ,
         }
     ),
@@ -158,6 +164,7 @@ ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = {
             A.DRIFT_REMEDIATE,
             A.ENDPOINT_MANAGE,
             A.TOKENS_MANAGE_OWN,
+            A.KEYS_MANAGE_OWN,
             A.LEDGER_READ,
         }
     ),

@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,12 +191,15 @@ def build(
     observer: BuildObserver | None = None,
     db: str | None = None,
     source_date_epoch: int | None = None,
+    signed_as: Callable[[Ledger], Ledger] | None = None,
 ) -> BuildResult:
     """Build the image that ``definition_path`` describes into ``home``'s store; record it.
 
     ``db`` is the ledger database URL when it is not the one recorded in ``home``.
     ``source_date_epoch`` is the time of every entry, the config and the SBOM (Unix seconds);
     without it, ``$SOURCE_DATE_EPOCH``, else the commit time.
+    ``signed_as`` wraps the opened ledger so that its events carry the caller's signature
+    (the CLI passes its authenticated caller's :meth:`Actor.ledger`).
     """
     started = datetime.now(UTC)
     observer = observer or _Silent()
@@ -218,6 +221,8 @@ def build(
                 for i, spec in enumerate(definition.layers)
             ]
             ledger = open_ledger(home, db)
+            if signed_as is not None:
+                ledger = signed_as(ledger)
             base_layers, base_config = _base(home, definition)
             source = SourceInfo(state.commit, relative, epoch, state.dirty, state.source_url)
             store = Store.for_home(home, create=True)

@@ -24,13 +24,14 @@ entry, and leaves the store and the ledger exactly as they were (the store is no
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from immutrail.ledger.event import Event
 from immutrail.ledger.home import open_ledger
+from immutrail.ledger.ledger import Ledger
 
 from . import oci
 from .builder import default_actor
@@ -217,8 +218,13 @@ def import_image(
     actor: str | None = None,
     db: str | None = None,
     limits: ImportLimits | None = None,
+    signed_as: Callable[[Ledger], Ledger] | None = None,
 ) -> ImportResult:
-    """Import the image at ``path`` (and ``attestations`` beside it) into ``home``; record it."""
+    """Import the image at ``path`` (and ``attestations`` beside it) into ``home``; record it.
+
+    ``signed_as`` wraps the opened ledger so that its events carry the caller's signature
+    (the CLI passes its authenticated caller's :meth:`Actor.ledger`).
+    """
     limits = limits or ImportLimits()
     actor = actor or default_actor()
     if tag is not None:
@@ -235,6 +241,8 @@ def import_image(
         for warning in warnings:
             log.warning("%s: %s", files.label, warning.message())
         ledger = open_ledger(home, db)
+        if signed_as is not None:
+            ledger = signed_as(ledger)
         try:
             index = _write(home, plan, attached, tag, ledger, event, files.label)
         finally:

@@ -26,7 +26,7 @@ import logging
 import re
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,11 +294,18 @@ def rebuild_verify(
     repo: str | None = None,
     actor: str | None = None,
     db: str | None = None,
+    signed_as: Callable[[Ledger], Ledger] | None = None,
 ) -> RebuildResult:
-    """Rebuild ``digest`` from its recorded commit, compare, record the result in the ledger."""
+    """Rebuild ``digest`` from its recorded commit, compare, record the result in the ledger.
+
+    ``signed_as`` wraps the opened ledger so that its events carry the caller's signature
+    (the CLI passes its authenticated caller's :meth:`Actor.ledger`).
+    """
     check_digest(digest)
     actor = actor or default_actor()
     ledger = open_ledger(home, db)
+    if signed_as is not None:
+        ledger = signed_as(ledger)
     try:
         built_index, event = _built_event(ledger, digest)
         payload = event.payload

@@ -55,7 +55,7 @@ class BuiltBundle:
         return self.report.attestations
 
 
-def _choose_checkpoints(
+def choose_checkpoints(
     ledger: Ledger, as_of: int | None
 ) -> tuple[StoredCheckpoint, StoredCheckpoint, bool]:
     """The checkpoint the answer is as of, the latest one, and whether one was signed now."""
@@ -90,7 +90,7 @@ def build_bundle(
     """The evidence bundle answering ``query`` as of a checkpoint (``as_of``, else the latest,
     signed now when the ledger has grown past it). AuditError when the ledger or the store
     cannot supply what the answer cites; nothing is written but that checkpoint."""
-    anchor, latest, signed = _choose_checkpoints(ledger, as_of)
+    anchor, latest, signed = choose_checkpoints(ledger, as_of)
     source = LedgerSource(ledger, store, anchor.size)
     answer = run_query(query, source)
     attestations = [_attestation(source, store, index) for index in sorted(answer.attested)]

@@ -800,7 +800,7 @@ def _details(item: Indexed) -> dict[str, Any]:
     return details
 
 
-def _environment_of(item: Indexed) -> str | None:
+def environment_of(item: Indexed) -> str | None:
     environment = item.text("environment")
     if environment is None and item.event.subject.startswith("env:"):
         return item.event.subject.removeprefix("env:")
@@ -811,7 +811,7 @@ def _changes(query: ChangesQuery, src: EventSource, cites: _Citations) -> dict[s
     rows = []
     counts: dict[str, int] = {}
     for item in src.window(time_us(query.since), time_us(query.until)):
-        if _environment_of(item) != query.environment:
+        if environment_of(item) != query.environment:
             continue
         category = _category(item)
         counts[category] = counts.get(category, 0) + 1

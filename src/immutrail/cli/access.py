@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,17 +51,23 @@ from immutrail.ledger.ledger import Ledger
 
 from .common import (
     DEFAULT_HOME,
+    AsOption,
+    Caller,
     DbOption,
     ExitCode,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
     emit_json,
     errors_to_exit_codes,
     fail,
+    passphrase_source,
     stdout,
 )
-from .keys import PassphraseFileOption, passphrase_source
+from .common import now as _now
 
 _EXITS = (
     "Exit codes: 0 ok; 1 not authenticated or not allowed (nothing was written); 2 bad input "
@@ -81,36 +86,6 @@ token_app = typer.Typer(
     help=f"API tokens: expiring, stored only as hashes, revocable. {_EXITS}",
 )
 
-AsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--as",
-        envvar="IMMUTRAIL_PRINCIPAL",
-        metavar="PRINCIPAL",
-        help="Act as PRINCIPAL, proved by one of its keys in the local key store (or --key-file).",
-        show_default=False,
-    ),
-]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="IMMUTRAIL_TOKEN",
-        metavar="TOKEN",
-        help="Authenticate with an API token (imt_…); prefer the environment variable, which "
-        "other users cannot see in the process list.",
-        show_default=False,
-    ),
-]
-AuthKeyFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--key-file",
-        metavar="PATH",
-        help="The --as principal's private key kept outside the key store.",
-        show_default=False,
-    ),
-]
 EnvOption = Annotated[
     list[str] | None,
     typer.Option("--env", metavar="ENV", help="An environment (repeat for several)."),
@@ -130,18 +105,6 @@ class Algorithm(StrEnum):
     ecdsa_p256 = "ecdsa-p256"
 
 
-@dataclass(frozen=True)
-class Credentials:
-    principal: str | None
-    token: str | None
-    key_file: Path | None
-    passphrase_file: Path | None
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @contextmanager
 def access_errors() -> Iterator[None]:
     """The project's error mapping, plus access control's: refusals exit 1, bad input 2."""
@@ -158,7 +121,7 @@ def access_errors() -> Iterator[None]:
 
 @contextmanager
 def session(
-    home: Path, db: str | None, creds: Credentials
+    home: Path, db: str | None, creds: Caller
 ) -> Iterator[tuple[Ledger, AccessState, Identity]]:
     """The ledger, the replayed access state, and the authenticated caller."""
     with open_ledger(home, db) as ledger:
@@ -273,7 +236,7 @@ def principal_create(
     ] = False,
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -287,7 +250,7 @@ def principal_create(
     --no-passphrase) and works once. Exit 1 not allowed, 2 bad input or name taken.
     """
     roles = [parse_role(r) for r in role or []]
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors():
         new = NewPrincipal.check(name, kind.value, display_name, email)
         if not roles and (env or all_environments):
@@ -348,7 +311,7 @@ def _bootstrap(
     new: NewPrincipal,
     roles: list[Role],
     envs: list[str] | None,
-    creds: Credentials,
+    creds: Caller,
     no_passphrase: bool,
     algorithm: Algorithm | None,
 ) -> dict[str, Any]:
@@ -385,11 +348,46 @@ def _bootstrap(
     }
 
 
+def bootstrap_admin(
+    home: Path,
+    ledger: Ledger,
+    name: str,
+    *,
+    email: str | None,
+    no_passphrase: bool,
+    passphrase_file: Path | None,
+) -> dict[str, Any]:
+    """`immutrail init --admin NAME`: the bootstrap at creation, so that a ledger never runs in
+    setup mode. On a ledger NAME already bootstrapped: what exists (``"bootstrap": "existing"``);
+    on one bootstrapped by someone else: AccessInputError, nothing written."""
+    new = NewPrincipal.check(name, "person", None, email)
+    state = AccessState.replay(ledger)
+    first = state.principal(new.name)
+    if state.bootstrapped:
+        if first is None or not first.bootstrap:
+            raise AccessInputError(
+                "access is already set up on this ledger, by another admin",
+                hint="Run `immutrail init` without --admin, then authenticate with --as.",
+            )
+        return {**first.to_dict(), "roles": [g.to_dict() for g in state.grants_of(new.name)]}
+    return _bootstrap(
+        home,
+        ledger,
+        state,
+        new,
+        [Role.ADMIN],
+        None,
+        Caller(passphrase_file=passphrase_file),
+        no_passphrase,
+        None,
+    )
+
+
 @principal_app.command("list")
 def principal_list(
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -399,7 +397,7 @@ def principal_list(
 
     Access events that do not count (forged, tampered, unauthorized) are listed too.
     """
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors(), session(home, db, creds) as (_, state, identity):
         principals = list_principals(state, identity)
     rows = [
@@ -434,7 +432,7 @@ def principal_show(
     name: Annotated[str, typer.Argument(help="The principal.")],
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -444,7 +442,7 @@ def principal_show(
 
     Anyone may show themselves; others need audit.read. Exit 1 not allowed, 2 unknown name.
     """
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors(), session(home, db, creds) as (_, state, identity):
         data = show_principal(state, identity, name)
     if fmt is Format.json:
@@ -459,7 +457,7 @@ def principal_disable(
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")],
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -469,7 +467,7 @@ def principal_disable(
 
     Needs principals.manage (admin). Refused (exit 2) when it would leave no enabled admin.
     """
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors(), session(home, db, creds) as (ledger, state, identity):
         principal, index = disable_principal(ledger, identity, name, reason=reason, state=state)
     if fmt is Format.json:
@@ -482,7 +480,7 @@ def principal_disable(
 def principal_whoami(
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -492,7 +490,7 @@ def principal_whoami(
 
     Exit 1 when they authenticate no one.
     """
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors(), session(home, db, creds) as (_, _state, identity):
         data = whoami(identity)
     if fmt is Format.json:
@@ -525,7 +523,7 @@ def role_grant(
     all_environments: AllEnvOption = False,
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -536,7 +534,7 @@ def role_grant(
     Needs principals.manage (admin). Exit 1 not allowed; 2 unknown principal, role already
     held there, admin or auditor/builder limited to some environments.
     """
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors():
         wanted = parse_role(role)
         envs = _environments(env, all_environments, [wanted])
@@ -556,7 +554,7 @@ def role_revoke(
     all_environments: AllEnvOption = False,
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -567,7 +565,7 @@ def role_revoke(
     Needs principals.manage (admin). Exit 2 when the role is not held there, or when it would
     leave no enabled admin.
     """
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors():
         wanted = parse_role(role)
         envs = _environments(env, all_environments, [wanted])
@@ -596,14 +594,14 @@ def role_list(
     ] = None,
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
     """The grants: one's own for anyone, everyone's with audit.read. Exit 1 not allowed."""
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors(), session(home, db, creds) as (_, state, identity):
         grants = list_grants(state, identity, name)
     if fmt is Format.json:
@@ -653,7 +651,7 @@ def token_create(
     ] = None,
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -665,7 +663,7 @@ def token_create(
     a token can only create tokens that expire no later and reach no further than its own.
     Exit 1 not allowed; 2 bad expiry, scope or principal.
     """
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors():
         now = _now()
         expires = _expiry(expires_in, expires_at, now)
@@ -694,7 +692,7 @@ def token_list(
     everyone: Annotated[bool, typer.Option("--all", help="Every principal's tokens.")] = False,
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -704,7 +702,7 @@ def token_list(
 
     Own tokens for anyone; others' need audit.read or tokens.manage. Exit 1 not allowed.
     """
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors():
         if for_ and everyone:
             raise AccessInputError("give --for or --all, not both")
@@ -740,7 +738,7 @@ def token_revoke(
     ] = None,
     as_: AsOption = None,
     token: TokenOption = None,
-    key_file: AuthKeyFileOption = None,
+    key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -751,7 +749,7 @@ def token_revoke(
     Own tokens need tokens.manage.own, others' tokens.manage. Exit 2 when there is no such
     token of yours (the same answer whether it does not exist or is someone else's).
     """
-    creds = Credentials(as_, token, key_file, passphrase_file)
+    creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors(), session(home, db, creds) as (ledger, state, identity):
         revoked, index = revoke_token(ledger, identity, token_id, reason=reason, state=state)
     if fmt is Format.json:
@@ -765,10 +763,11 @@ def token_revoke(
 
 __all__ = [
     "AsOption",
-    "AuthKeyFileOption",
-    "Credentials",
+    "Caller",
+    "KeyFileOption",
     "TokenOption",
     "access_errors",
+    "bootstrap_admin",
     "principal_app",
     "role_app",
     "session",

@@ -9,7 +9,8 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from immutrail.artifacts.builder import BuildResult, default_actor
+from immutrail.access.model import Action
+from immutrail.artifacts.builder import BuildResult
 from immutrail.artifacts.builder import build as build_image
 from immutrail.artifacts.export import export_image
 from immutrail.artifacts.imageconfig import BuiltLayer
@@ -18,11 +19,19 @@ from immutrail.artifacts.store import STORE_DIR, Store
 from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
+    ActorOption,
+    AsOption,
+    Caller,
     DbOption,
     ExitCode,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    authorized,
+    check_access,
     emit_json,
     errors_to_exit_codes,
     fail,
@@ -34,16 +43,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help=f"The image store (an OCI image layout in the home folder). {EXIT_CODES_HELP}",
 )
-
-ActorOption = Annotated[
-    str | None,
-    typer.Option(
-        "--actor",
-        envvar="IMMUTRAIL_ACTOR",
-        help="Who builds, as recorded in the ledger [default: user:<login name>].",
-        show_default=False,
-    ),
-]
 
 
 class _Bar:
@@ -97,21 +96,33 @@ def build(
             help="Build from a work tree with uncommitted changes (recorded as dirty).",
         ),
     ] = False,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Build an OCI image from a definition, reproducibly, into the store; record it."""
+    """Build an OCI image from a definition, reproducibly, into the store; record it.
+
+    Needs artifact.build once access control is set up. Exit 1 not authenticated or not
+    allowed (nothing built or recorded); 2 bad definition; 3 store or ledger error.
+    """
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with errors_to_exit_codes():
+        who = check_access(home, db, Action.ARTIFACT_BUILD, caller=caller)
     with errors_to_exit_codes(), progress("building", None) as bar:
         result = build_image(
             definition,
             home,
             tag=tag,
             allow_dirty=allow_dirty,
-            actor=actor or default_actor(),
+            actor=who.name,
             observer=_Bar(bar),
             db=db,
+            signed_as=who.ledger,
         )
     if fmt is Format.json:
         emit_json(
@@ -139,11 +150,19 @@ def _open_store(home: Path) -> Store:
 
 @app.command("list")
 def list_images(
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Every image in the store with its tags, creation time and source commit."""
+    """Every image in the store with its tags, creation time and source commit (needs
+    ledger.read once access control is set up)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
+        check_access(home, db, Action.LEDGER_READ, caller=caller)
         rows = []
         if not (home / STORE_DIR / "oci-layout").exists():
             records = []  # nothing built yet: an empty list, not an error
@@ -182,11 +201,20 @@ def show(
     verify: Annotated[
         bool, typer.Option("--verify", help="Also hash every layer blob against its digest.")
     ] = False,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """An image's manifest, config and attached artifacts (manifest and config are verified)."""
+    """An image's manifest, config and attached artifacts (manifest and config are verified).
+
+    Needs ledger.read once access control is set up."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
+        check_access(home, db, Action.LEDGER_READ, caller=caller)
         store = _open_store(home)
         record = store.resolve(ref)
         manifest, blobs = store.image_blobs(record.digest)
@@ -236,14 +264,22 @@ def show(
 @app.command()
 def sbom(
     ref: Annotated[str, typer.Argument(help="A digest (sha256:…) or a tag.")],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """The image's CycloneDX SBOM: its packages (text) or the whole document (json)."""
+    """The image's CycloneDX SBOM: its packages (text) or the whole document (json); needs
+    ledger.read once access control is set up."""
     from immutrail.artifacts.attestations import SBOM_TYPE
     from immutrail.crypto.canonical import parse_strict_json
 
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
+        check_access(home, db, Action.LEDGER_READ, caller=caller)
         store = _open_store(home)
         record = store.resolve(ref)
         attached = store.referrers(record.digest, SBOM_TYPE)
@@ -268,23 +304,28 @@ def sbom(
 @app.command()
 def provenance(
     ref: Annotated[str, typer.Argument(help="A digest (sha256:…) or a tag.")],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
     """The image's SLSA provenance, verified against the builder keys the ledger announced.
 
-    Exit 0 when at least one provenance verifies, 1 when none does (the reasons are printed).
+    Needs ledger.read once access control is set up. Exit 0 when at least one provenance
+    verifies, 1 when none does (the reasons are printed) or the caller may not read.
     """
     from immutrail.artifacts.attestations import SLSA_PROVENANCE_V1
     from immutrail.artifacts.provenance import read_provenance
     from immutrail.artifacts.statements import ledger_keys, read_attestations
-    from immutrail.ledger.home import open_ledger
 
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
-        store = _open_store(home)
-        record = store.resolve(ref)
-        with open_ledger(home, db) as ledger:
+        with authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _):
+            store = _open_store(home)
+            record = store.resolve(ref)
             good, bad = read_attestations(
                 store, record.digest, ledger_keys(ledger), SLSA_PROVENANCE_V1
             )
@@ -338,11 +379,20 @@ def export(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
     ] = False,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Write an image and its attached artifacts as an OCI layout tar (docker load accepts it)."""
+    """Write an image and its attached artifacts as an OCI layout tar (docker load accepts it).
+
+    Needs artifact.pull once access control is set up (exit 1 if not, nothing written)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
+        check_access(home, db, Action.ARTIFACT_PULL, caller=caller)
         store = _open_store(home)
         result = export_image(store, ref, output, overwrite=overwrite)
     if fmt is Format.json:
@@ -396,6 +446,10 @@ def push(
     ],
     no_referrers: NoReferrersOption = False,
     tls: TlsOption = False,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -405,23 +459,26 @@ def push(
 
     Credentials, if the registry wants them: IMMUTRAIL_REGISTRY_USERNAME, _PASSWORD.
 
-    Exit 1: the registry stored other bytes than ours; 3: unreachable or refused.
+    Needs artifact.push once access control is set up. Exit 1: the registry stored other
+    bytes than ours, or the caller is not authenticated or allowed; 3: unreachable or refused.
     """
     from immutrail.artifacts.registry import Credentials
     from immutrail.artifacts.registry import push as push_image
-    from immutrail.ledger.home import open_ledger
 
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
-        store = _open_store(home)
         credentials = Credentials.from_env()
-        with open_ledger(home, db) as ledger, progress("pushing", None) as bar:
+        with (
+            authorized(home, db, Action.ARTIFACT_PUSH, caller=caller) as (ledger, who),
+            progress("pushing", None) as bar,
+        ):
             result = push_image(
-                store,
+                _open_store(home),
                 ref,
                 target,
                 include_referrers=not no_referrers,
                 ledger=ledger,
-                actor=actor or default_actor(),
+                actor=who.name,
                 plain_http=False if tls else None,
                 credentials=credentials,
                 observer=_TransferBar(bar),
@@ -462,6 +519,10 @@ def pull(
     ] = None,
     no_referrers: NoReferrersOption = False,
     tls: TlsOption = False,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -471,15 +532,16 @@ def pull(
 
     Exit 1: something sent does not match its digest (nothing is stored).
 
-    Exit 2: a bad reference or an unknown image; 3: unreachable or refused.
+    Exit 2: a bad reference or an unknown image; 3: unreachable or refused. Needs
+    artifact.pull once access control is set up (exit 1 if not).
     """
     from immutrail.artifacts.registry import Credentials
     from immutrail.artifacts.registry import pull as pull_image
-    from immutrail.ledger.home import open_ledger
 
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
         credentials = Credentials.from_env()
-        with open_ledger(home, db) as ledger:
+        with authorized(home, db, Action.ARTIFACT_PULL, caller=caller) as (ledger, who):
             store = Store.for_home(home, create=True)
             with progress("pulling", None) as bar:
                 result = pull_image(
@@ -488,7 +550,7 @@ def pull(
                     tag=tag,
                     include_referrers=not no_referrers,
                     ledger=ledger,
-                    actor=actor or default_actor(),
+                    actor=who.name,
                     plain_http=False if tls else None,
                     credentials=credentials,
                     observer=_TransferBar(bar),
@@ -554,6 +616,10 @@ def import_(
     tag: Annotated[
         str | None, typer.Option("--tag", help="Name the image in the store (immutable).")
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -566,19 +632,23 @@ def import_(
     unsafe archive or layer entries (.., absolute paths, escaping links, devices, duplicates),
     oversized or truncated input, an attestation about another image or with a bad signature.
     Sigstore bundles are verified offline first (a failing one is refused); the signer's identity
-    is checked by `immutrail verify`.
+    is checked by `immutrail verify`. Needs artifact.import once access control is set up (exit
+    1 if not, nothing written).
     """
     from immutrail.artifacts.importer import import_image
 
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
+        who = check_access(home, db, Action.ARTIFACT_IMPORT, caller=caller)
         result = import_image(
             path,
             home,
             attestations=attestation or [],
             keys=key or [],
             tag=tag,
-            actor=actor or default_actor(),
+            actor=who.name,
             db=db,
+            signed_as=who.ledger,
         )
     if fmt is Format.json:
         emit_json(
@@ -633,6 +703,10 @@ def rebuild_verify(
             show_default=False,
         ),
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -641,12 +715,15 @@ def rebuild_verify(
     """Rebuild an image from its recorded commit in a temporary folder and compare digests.
 
     The result is recorded in the ledger (artifact.rebuild-verified) either way. Exit 0 when the
-    rebuild gives the same digest, 1 when it does not (the differing parts are listed).
+    rebuild gives the same digest, 1 when it does not (the differing parts are listed) or the
+    caller is not authenticated or lacks artifact.build (once access control is set up).
     """
     from immutrail.artifacts.rebuild import rebuild_verify as rebuild
 
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
-        result = rebuild(digest, home, repo=repo, actor=actor or default_actor(), db=db)
+        who = check_access(home, db, Action.ARTIFACT_BUILD, caller=caller)
+        result = rebuild(digest, home, repo=repo, actor=who.name, db=db, signed_as=who.ledger)
     if fmt is Format.json:
         emit_json(
             {

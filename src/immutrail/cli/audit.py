@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,24 +18,40 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from immutrail.access.model import Action
 from immutrail.artifacts.errors import ArtifactError
 from immutrail.artifacts.store import Store
-from immutrail.audit.bundle import build_bundle
+from immutrail.audit.bundle import build_bundle, choose_checkpoints
 from immutrail.audit.errors import AuditInputError
 from immutrail.audit.queries import Answer, Query, at_query, changes_query, run_query, trace_query
 from immutrail.audit.reading import LedgerSource
+from immutrail.audit.report import (
+    DEFAULT_PATCH_DAYS,
+    FRAMEWORKS,
+    Report,
+    build_report,
+    render_csv,
+    render_html,
+    render_json,
+    report_digest,
+)
 from immutrail.audit.verify import TRUST_TOFU, BundleReport, read_bundle_file, verify_bundle
-from immutrail.ledger.home import open_ledger
 from immutrail.ledger.proofs import b64
 
 from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
+    AsOption,
+    Caller,
     DbOption,
     ExitCode,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    authorized,
     emit_json,
     errors_to_exit_codes,
     stdout,
@@ -57,8 +76,9 @@ def _store(home: Path) -> Store | None:
 
 
 @contextlib.contextmanager
-def _source(home: Path, db: str | None) -> Iterator[LedgerSource]:
-    with open_ledger(home, db) as ledger:
+def _source(home: Path, db: str | None, caller: Caller) -> Iterator[LedgerSource]:
+    """The ledger as an event source, once the caller may read everything (audit.read)."""
+    with authorized(home, db, Action.AUDIT_READ, caller=caller) as (ledger, _):
         yield LedgerSource(ledger, _store(home))
 
 
@@ -83,6 +103,10 @@ def at_command(
         str, typer.Argument(metavar="TIME", help="RFC 3339, e.g. 2026-03-14T09:00:00Z.")
     ],
     env: EnvOption,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
@@ -94,7 +118,7 @@ def at_command(
     """
     with errors_to_exit_codes():
         query = at_query(moment, env)
-        with _source(home, db) as source:
+        with _source(home, db, Caller(as_, token, key_file, passphrase_file)) as source:
             answer = run_query(query, source)
         _print_answer(answer, fmt)
 
@@ -104,6 +128,10 @@ def trace_command(
     ref: Annotated[
         str, typer.Argument(metavar="DIGEST|INSTANCE", help="An image digest or an instance id.")
     ],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
@@ -114,7 +142,7 @@ def trace_command(
     """
     with errors_to_exit_codes():
         query = trace_query(ref)
-        with _source(home, db) as source:
+        with _source(home, db, Caller(as_, token, key_file, passphrase_file)) as source:
             answer = run_query(query, source)
         _print_answer(answer, fmt)
 
@@ -124,6 +152,10 @@ def changes_command(
     env: EnvOption,
     since: FromOption,
     until: ToOption,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
@@ -135,7 +167,7 @@ def changes_command(
     """
     with errors_to_exit_codes():
         query = changes_query(env, since, until)
-        with _source(home, db) as source:
+        with _source(home, db, Caller(as_, token, key_file, passphrase_file)) as source:
             answer = run_query(query, source)
         _print_answer(answer, fmt)
 
@@ -206,6 +238,10 @@ def evidence_command(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
@@ -222,7 +258,8 @@ def evidence_command(
         if output.exists() and not overwrite:
             raise AuditInputError(f"{output} exists; add --overwrite to replace it")
         started = time.perf_counter()
-        with open_ledger(home, db) as ledger:
+        caller = Caller(as_, token, key_file, passphrase_file)
+        with authorized(home, db, Action.AUDIT_EXPORT, caller=caller) as (ledger, _):
             built = build_bundle(ledger, _store(home), query, as_of=as_of)
         seconds = time.perf_counter() - started
         _write_new(output, built.data, overwrite)
@@ -248,6 +285,115 @@ def evidence_command(
             f"  {query.describe()}, as of checkpoint {built.checkpoint_size}{signed}, "
             f"consistent with {built.latest_size}; built and verified in {seconds:.2f} s\n"
             f"  verify offline: immutrail audit verify {output} --vkey '{ledger.vkey}'"
+        )
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    json = "json"
+    csv = "csv"
+
+
+_REPORT_SUFFIXES = {".html": "html", ".htm": "html", ".json": "json", ".csv": "csv"}
+
+
+def _report_bytes(
+    report: Report, output: Path, output_format: ReportFormat | None
+) -> tuple[str, bytes]:
+    kind = str(output_format) if output_format else _REPORT_SUFFIXES.get(output.suffix.lower())
+    if kind is None:
+        raise AuditInputError(
+            f"cannot tell the format from {output.name!r}: name it .html, .json or .csv, "
+            "or pass --output-format"
+        )
+    if kind == "html":
+        return kind, render_html(report).encode("utf-8")
+    if kind == "csv":
+        return kind, render_csv(report).encode("utf-8")
+    return kind, (json.dumps(render_json(report), indent=2, ensure_ascii=False) + "\n").encode()
+
+
+@audit_app.command("report")
+def report_command(
+    framework: Annotated[
+        str, typer.Option("--framework", help=f"One of: {', '.join(FRAMEWORKS)}.")
+    ],
+    since: FromOption,
+    until: ToOption,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The report file to write.")],
+    env: Annotated[
+        str | None, typer.Option("--env", help="Limit to this environment [default: all].")
+    ] = None,
+    output_format: Annotated[
+        ReportFormat | None,
+        typer.Option("--output-format", help="The file's format [default: from the suffix of -o]."),
+    ] = None,
+    patch_days: Annotated[
+        int,
+        typer.Option(
+            "--patch-days", help="A critical vulnerability exposed longer is a late patch."
+        ),
+    ] = DEFAULT_PATCH_DAYS,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Write a compliance report for FRAMEWORK over the window: each control's evidence
+    (counts and cited ledger events), what is missing, the exceptions (overrides, drift, late
+    patches, unauthenticated actors) and the metrics, with charts (docs/reports.md).
+
+    The report is as of the latest checkpoint (signed now when the ledger has grown and the key
+    is here). Exit 0 written, 2 bad input (unknown framework, bad window, existing file: nothing
+    written), 3 the ledger or the image store cannot be read.
+    """
+    with errors_to_exit_codes():
+        if output.exists() and not overwrite:
+            raise AuditInputError(f"{output} exists; add --overwrite to replace it")
+        started = time.perf_counter()
+        caller = Caller(as_, token, key_file, passphrase_file)
+        with authorized(home, db, Action.AUDIT_EXPORT, caller=caller) as (ledger, _):
+            anchor, _, signed = choose_checkpoints(ledger, None)
+            source = LedgerSource(ledger, _store(home), anchor.size)
+            report = build_report(source, framework, since, until, env, patch_days=patch_days)
+        kind, data = _report_bytes(report, output, output_format)
+        _write_new(output, data, overwrite)
+        seconds = time.perf_counter() - started
+        summary = {
+            "file": str(output),
+            "output_format": kind,
+            "bytes": len(data),
+            "sha256": "sha256:" + hashlib.sha256(data).hexdigest(),
+            "report_digest": report_digest(report),
+            "framework": report.framework,
+            "from": report.start,
+            "to": report.end,
+            "environment": report.environment,
+            "basis": report.basis.to_json(),
+            "signed_checkpoint": signed,
+            "controls": report.status_counts(),
+            "exceptions": report.exception_counts(),
+            "seconds": round(seconds, 3),
+        }
+        if fmt is Format.json:
+            emit_json(summary)
+            return
+        statuses = ", ".join(f"{n} {s}" for s, n in report.status_counts().items())
+        exceptions = ", ".join(f"{k} {n}" for k, n in report.exception_counts().items())
+        stdout.print(
+            f"wrote {output} ({kind}, {len(data)} bytes): {report.framework_title}\n"
+            f"  {report.start} to {report.end}, {report.environment or 'all environments'}; "
+            f"as of tree size {report.basis.tree_size}"
+            + (" (checkpoint signed now)" if signed else "")
+            + f"\n  controls: {statuses}\n  exceptions: {exceptions or 'none'}",
+            markup=False,
         )
 
 

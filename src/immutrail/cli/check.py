@@ -9,20 +9,25 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from immutrail.artifacts.builder import default_actor
+from immutrail.access.model import Action
 from immutrail.artifacts.store import Store
 from immutrail.baseline.rules import DEFAULT_FAIL_ON, Severity
 from immutrail.baseline.runner import check_image
-from immutrail.ledger.home import open_ledger
 
-from .artifacts import ActorOption
 from .common import (
     DEFAULT_HOME,
+    ActorOption,
+    AsOption,
+    Caller,
     DbOption,
     ExitCode,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    authorized,
     emit_json,
     errors_to_exit_codes,
     progress,
@@ -102,6 +107,10 @@ def check(
             show_default=False,
         ),
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -111,24 +120,29 @@ def check(
 
     The signed statement (predicate https://immutrail.dev/attestation/baseline/v1) is attached
     to the image and a baseline.checked event is appended, whether the image passes or not.
-    Exit codes: 0 passed; 1 a rule of --fail-on severity or above failed (recorded); 2 usage or
+    Needs baseline.check once access control is set up.
+    Exit codes: 0 passed; 1 a rule of --fail-on severity or above failed (recorded), or not
+    authenticated or not allowed (nothing recorded); 2 usage or
     input error, such as an unknown image or a rule file that does not compile (nothing was
     written); 3 operational error (store or ledger damaged or not initialized).
     """
-    with errors_to_exit_codes():
-        store = Store.for_home(home)
-        with open_ledger(home, db) as ledger, progress("checking", None) as bar:
-            result = check_image(
-                store,
-                ledger,
-                home,
-                image,
-                actor or default_actor(),
-                rules_dir=rules,
-                fail_on=fail_on,
-                allow_setuid=allow_setuid or (),
-                observer=_Bar(bar),
-            )
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.BASELINE_CHECK, caller=caller) as (ledger, who),
+        progress("checking", None) as bar,
+    ):
+        result = check_image(
+            Store.for_home(home),
+            ledger,
+            home,
+            image,
+            who.name,
+            rules_dir=rules,
+            fail_on=fail_on,
+            allow_setuid=allow_setuid or (),
+            observer=_Bar(bar),
+        )
     if fmt is Format.json:
         emit_json(
             {

@@ -6,6 +6,8 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -14,7 +16,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from immutrail.access.actor import Actor, act, setup_actor
 from immutrail.access.errors import AccessDenied, AccessError, AccessInputError, AuthenticationError
+from immutrail.access.model import Action
 from immutrail.artifacts.errors import ArtifactError, ArtifactInputError, BlobVerificationError
 from immutrail.baseline.errors import BaselineError, BaselineInputError
 from immutrail.crypto.canonical import parse_strict_json
@@ -23,12 +27,15 @@ from immutrail.deploy.errors import DeployInputError, DeploymentFailedError
 from immutrail.deploy.runtime import AdmissionError, RuntimeDriverError
 from immutrail.drift.errors import DriftError, DriftInputError, ImageVerificationError
 from immutrail.keys.errors import KeyInputError, KeysError
+from immutrail.keys.passphrase import PASSPHRASE_ENV, PassphraseSource
 from immutrail.ledger.errors import (
     LedgerError,
     LedgerInputError,
     NotInitializedError,
     VerificationError,
 )
+from immutrail.ledger.home import open_ledger
+from immutrail.ledger.ledger import Ledger
 from immutrail.policy.errors import PolicyError, PolicyInputError
 from immutrail.scan.errors import ScanError, ScanInputError
 from immutrail.signing.errors import SigningError, SigningInputError
@@ -77,6 +84,164 @@ DbOption = Annotated[
 FormatOption = Annotated[
     Format, typer.Option("--format", help="text for people, json for machines.")
 ]
+
+# -- who acts: the options every command takes, and the one check every command makes ----------
+
+AsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as",
+        envvar="IMMUTRAIL_PRINCIPAL",
+        metavar="PRINCIPAL",
+        help="Act as PRINCIPAL, proved by one of its keys in the local key store (or --key-file).",
+        show_default=False,
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="IMMUTRAIL_TOKEN",
+        metavar="TOKEN",
+        help="Authenticate with an API token (imt_…); prefer the environment variable, which "
+        "other users cannot see in the process list.",
+        show_default=False,
+    ),
+]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        metavar="PATH",
+        help="The --as principal's private key kept outside the key store (it also signs, where "
+        "the command signs); its public key must be announced in the ledger.",
+        show_default=False,
+    ),
+]
+PassphraseFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--passphrase-file",
+        metavar="FILE",
+        help=f"Read the key's passphrase from FILE (one trailing newline is dropped) "
+        f"[default: ${PASSPHRASE_ENV}, else a prompt when run in a terminal].",
+        show_default=False,
+    ),
+]
+ActorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--actor",
+        envvar="IMMUTRAIL_ACTOR",
+        help="Setup mode only (no principal yet): who acts, as recorded in the ledger "
+        "[default: user:<login name>]. Refused once access control is set up: use --as.",
+        show_default=False,
+    ),
+]
+
+
+def _prompt(what: str, confirm: bool) -> bytes:
+    text = typer.prompt(
+        f"Passphrase for {what}", hide_input=True, confirmation_prompt=confirm, err=True
+    )
+    return str(text).encode("utf-8")
+
+
+def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:
+    """File, then environment, then a prompt only when stdin is a terminal."""
+    interactive = typer.get_text_stream("stdin").isatty()
+    return PassphraseSource(passphrase_file, _prompt if interactive else None)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who the command line says acts: credentials, and the setup-mode free-text actor."""
+
+    principal: str | None = None
+    token: str | None = None
+    key_file: Path | None = None
+    passphrase_file: Path | None = None
+    actor: str | None = None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def acting(
+    home: Path,
+    ledger: Ledger,
+    action: Action | None,
+    environment: str | None = None,
+    *,
+    caller: Caller,
+) -> Actor:
+    """The one access check of every command, made before it reads or writes anything else.
+
+    Once access control is set up: the authenticated, authorized principal (exit 1 if not, with
+    nothing appended); before (setup mode): the typed --as/--actor name, else user:<login>.
+    ``action`` None only authenticates: the command authorizes at once (see access.actor.act).
+    """
+    from immutrail.artifacts.builder import default_actor
+
+    return act(
+        home,
+        ledger,
+        action,
+        environment,
+        principal=caller.principal,
+        token=caller.token,
+        key_file=caller.key_file,
+        passphrase_file=caller.passphrase_file,
+        actor=caller.actor,
+        fallback=default_actor(),
+        now=now(),
+        passphrase=passphrase_source(caller.passphrase_file),
+    )
+
+
+@contextmanager
+def authorized(
+    home: Path,
+    db: str | None,
+    action: Action | None,
+    environment: str | None = None,
+    *,
+    caller: Caller,
+) -> Iterator[tuple[Ledger, Actor]]:
+    """Open the ledger and make the access check: (the ledger, signing the caller's events when
+    it authenticated with a key; who acts)."""
+    with open_ledger(home, db) as ledger:
+        actor = acting(home, ledger, action, environment, caller=caller)
+        yield actor.ledger(ledger), actor
+
+
+def check_access(
+    home: Path,
+    db: str | None,
+    action: Action | None,
+    environment: str | None = None,
+    *,
+    caller: Caller,
+) -> Actor:
+    """The access check of a command that does not otherwise use the ledger (or opens its own).
+
+    A home without a ledger has no principal either: that is setup mode.
+    """
+    try:
+        ledger = open_ledger(home, db)
+    except NotInitializedError:
+        from immutrail.artifacts.builder import default_actor
+
+        return setup_actor(
+            principal=caller.principal,
+            token=caller.token,
+            actor=caller.actor,
+            fallback=default_actor(),
+        )
+    with ledger:
+        return acting(home, ledger, action, environment, caller=caller)
+
 
 DEFAULT_HOME = Path(".immutrail")
 

@@ -7,8 +7,11 @@ tampered ledger was not caught); 2 the folder exists and was not made by the dem
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,16 +21,44 @@ from immutrail import demo as story
 
 from .common import ExitCode, Format, FormatOption, emit_json, errors_to_exit_codes, stderr, stdout
 
+# What would make a command act as someone else than the cast member it runs as.
+_AMBIENT = ("IMMUTRAIL_PRINCIPAL", "IMMUTRAIL_TOKEN", "IMMUTRAIL_ACTOR", "IMMUTRAIL_KEY_PASSPHRASE")
 
-def _invoke(args: list[str]) -> tuple[int, dict[str, Any]]:
-    """Run one `immutrail` command line in-process, as JSON; its stdout is captured, not shown."""
+
+@contextlib.contextmanager
+def _as(principal: str | None) -> Iterator[None]:
+    """IMMUTRAIL_PRINCIPAL (what --as reads) set to ``principal`` for one command, and no other
+    credential from the user's environment; restored afterwards."""
+    saved = {name: os.environ.pop(name, None) for name in _AMBIENT}
+    if principal is not None:
+        os.environ["IMMUTRAIL_PRINCIPAL"] = principal
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
+@functools.cache
+def _command() -> Any:
+    """The app as one click command, built once: building it costs a third of a second.
+
+    (Typed Any: typer vendors click and names no public type for it.)"""
     from .main import app  # here, not at import time: main imports this module
 
-    command = typer.main.get_command(app)
+    return typer.main.get_command(app)
+
+
+def _invoke(args: list[str], principal: str | None) -> tuple[int, dict[str, Any]]:
+    """Run one `immutrail` command line in-process as ``principal``, as JSON; its stdout is
+    captured, not shown."""
+    command = _command()
     at = args.index("--") if "--" in args else len(args)  # options go before a test command
     words = [*args[:at], "--format", "json", *args[at:]]
     captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
+    with contextlib.redirect_stdout(captured), _as(principal):
         try:
             code = command.main(words, standalone_mode=False)
         except typer.Exit as exc:
@@ -98,16 +129,20 @@ def demo(
         running = (
             "Prod is still running (--keep)" if keep else "Everything the demo started is stopped"
         )
+        evidence = (result.steps.get("auditor") or {}).get("evidence")
         stdout.print(
             f"The ledger: {home}/ledger.db\n"
             f"The desired-state repository: {home}/desired-state\n"
             f"The image store: {home}/store\n"
             f"The example repository: {result.repository.resolve()}\n"
-            f"{running}. Explore it:\n"
-            f"  immutrail status prod --home {home}\n"
-            f"  immutrail ledger list --home {home}\n"
-            f"  immutrail drift check prod --home {home}\n"
-            f"  immutrail ledger verify --home {home}",
+            + (f"The evidence bundle: {Path(evidence).resolve()}\n" if evidence else "")
+            + f"{running}. Explore it as one of the cast (examples/demo/principals.yaml), e.g.\n"
+            f"  export IMMUTRAIL_HOME={home} IMMUTRAIL_PRINCIPAL={story.AUDITOR}\n"
+            f"  immutrail status prod\n"
+            f"  immutrail ledger list\n"
+            f"  immutrail ledger verify\n"
+            f"  immutrail principal list\n"
+            f"  IMMUTRAIL_PRINCIPAL={story.OPERATOR} immutrail drift check prod",
             markup=False,
         )
     if not result.ok:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from immutrail.artifacts.builder import default_actor
+from immutrail.access.model import Action
 from immutrail.artifacts.store import Store
 from immutrail.deploy.declaration import declare, declared, parse_declaration
 from immutrail.deploy.docker_driver import DockerRuntime
@@ -21,16 +21,24 @@ from immutrail.deploy.local import LocalRuntime
 from immutrail.deploy.reconcile import Pass, chaos, reconcile, status, watch
 from immutrail.deploy.runtime import Runtime
 from immutrail.ledger.home import open_ledger
+from immutrail.ledger.ledger import Ledger
 from immutrail.policy.desired import desired_state
 
-from .artifacts import ActorOption
 from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
+    ActorOption,
+    AsOption,
+    Caller,
     DbOption,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    acting,
+    authorized,
     emit_json,
     errors_to_exit_codes,
     fail,
@@ -56,8 +64,34 @@ ServiceOption = Annotated[str | None, typer.Option("--service", help="Only this 
 
 @contextlib.contextmanager
 def deploy_context(
-    home: Path, db: str | None, actor: str, docker_host: str, quiet: bool
+    home: Path,
+    db: str | None,
+    actor: str | None,
+    docker_host: str,
+    quiet: bool,
+    *,
+    caller: Caller | None = None,
+    action: Action | None = None,
+    environment: str | None = None,
 ) -> Iterator[Context]:
+    """The deployment engine's context, after the caller's access check (when ``caller`` is
+    given: for ``action`` in ``environment``, before anything is looked up or created).
+
+    Its actor is the authenticated principal once access control is set up; in setup mode,
+    ``actor`` (e.g. immutrail:reconciler), else the --as/--actor name.
+    """
+    with open_ledger(home, db) as opened:
+        ledger, name = opened, actor
+        if caller is not None:
+            who = acting(home, opened, action, environment, caller=caller)
+            ledger = who.ledger(opened)
+            name = who.name if who.authenticated or actor is None else actor
+        if name is None:
+            raise DeployInputError("no actor: give --as (or --actor before the bootstrap)")
+        yield _context(home, ledger, name, docker_host, quiet)
+
+
+def _context(home: Path, ledger: Ledger, actor: str, docker_host: str, quiet: bool) -> Context:
     store = Store.for_home(home, create=True)
     runtimes: dict[str, Runtime] = {}
 
@@ -73,8 +107,7 @@ def deploy_context(
         if not quiet:
             stderr.print(f"  {message}", highlight=False, markup=False)
 
-    with open_ledger(home, db) as ledger:
-        yield Context(home, ledger, store, actor, runtime_for, report)
+    return Context(home, ledger, store, actor, runtime_for, report)
 
 
 @env_app.command("declare")
@@ -82,6 +115,10 @@ def env_declare(
     environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
     service: Annotated[str, typer.Argument(help="The service's name, e.g. hello.")],
     file: Annotated[Path, typer.Argument(help="The declaration (YAML), see docs/deploy.md.")],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -90,11 +127,16 @@ def env_declare(
     """Declare (or change) SERVICE in ENVIRONMENT: replicas, strategy, runtime, port, config.
 
     Recorded as service.declared and committed to the desired-state repository. A changed
-    configuration is a new deployment: the next `deploy` replaces every instance.
+    configuration is a new deployment: the next `deploy` replaces every instance. Needs
+    env.declare in ENVIRONMENT once access control is set up (exit 1 if not).
     """
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.ENV_DECLARE, environment, caller=caller) as (ledger, who),
+    ):
         spec, files = parse_declaration(file, environment, service)
-        made = declare(home, ledger, actor or default_actor(), spec, files)
+        made = declare(home, ledger, who.name, spec, files)
     if fmt is Format.json:
         emit_json(
             {
@@ -116,12 +158,20 @@ def env_declare(
 @env_app.command("show")
 def env_show(
     environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """The declared services of ENVIRONMENT with their desired image."""
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+    """The declared services of ENVIRONMENT with their desired image (needs ledger.read)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _),
+    ):
         store = Store.for_home(home, create=True)
         services: list[dict[str, Any]] = []
         for name, item in declared(ledger, environment).items():
@@ -163,6 +213,10 @@ def deploy(
             "--strategy", help="blue-green, rolling or canary [default: the declared one]."
         ),
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     docker_host: DockerHostOption = DEFAULT_DOCKER_HOST,
     home: HomeOption = DEFAULT_HOME,
@@ -172,14 +226,26 @@ def deploy(
     """Converge ENVIRONMENT's services to their desired image and configuration.
 
     New instances are started from the admitted image, traffic is switched by the service's
-    endpoint, the old instances are drained, their logs kept, and destroyed. Exit 1: admission
-    or a guardrail refused, or the deployment failed and was undone (both recorded).
+    endpoint, the old instances are drained, their logs kept, and destroyed. Needs deploy in
+    ENVIRONMENT once access control is set up. Exit 1: not authenticated or not allowed
+    (nothing done), admission or a guardrail refused, or the deployment failed and was undone
+    (both recorded).
     """
     if strategy is not None and strategy not in ("blue-green", "rolling", "canary"):
         fail("--strategy is blue-green, rolling or canary")
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with (
         errors_to_exit_codes(),
-        deploy_context(home, db, actor or default_actor(), docker_host, fmt is Format.json) as ctx,
+        deploy_context(
+            home,
+            db,
+            None,
+            docker_host,
+            fmt is Format.json,
+            caller=caller,
+            action=Action.DEPLOY,
+            environment=environment,
+        ) as ctx,
     ):
         names = _services(ctx, environment, service)
         outcomes = [converge(ctx, environment, name, strategy=strategy) for name in names]
@@ -190,16 +256,32 @@ def rollback_command(
     environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
     service: Annotated[str, typer.Option("--service", help="The service to roll back.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded).")] = "rollback requested",
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     docker_host: DockerHostOption = DEFAULT_DOCKER_HOST,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Deploy the image that was desired before the current one: new instances, never a patch."""
+    """Deploy the image that was desired before the current one: new instances, never a patch.
+
+    Needs rollback in ENVIRONMENT once access control is set up (exit 1 if not)."""
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with (
         errors_to_exit_codes(),
-        deploy_context(home, db, actor or default_actor(), docker_host, fmt is Format.json) as ctx,
+        deploy_context(
+            home,
+            db,
+            None,
+            docker_host,
+            fmt is Format.json,
+            caller=caller,
+            action=Action.ROLLBACK,
+            environment=environment,
+        ) as ctx,
     ):
         outcome = rollback(ctx, environment, service, reason)
     _print_outcomes(environment, [outcome], fmt)
@@ -208,12 +290,24 @@ def rollback_command(
 def status_command(
     environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
     docker_host: DockerHostOption = DEFAULT_DOCKER_HOST,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Desired against observed: per service and per instance (id, digest, age, health)."""
-    with errors_to_exit_codes(), deploy_context(home, db, RECONCILER, docker_host, True) as ctx:
+    """Desired against observed: per service and per instance (id, digest, age, health).
+
+    Needs ledger.read once access control is set up."""
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with (
+        errors_to_exit_codes(),
+        deploy_context(
+            home, db, RECONCILER, docker_host, True, caller=caller, action=Action.LEDGER_READ
+        ) as ctx,
+    ):
         report = status(ctx, environment)
     if fmt is Format.json:
         emit_json(report)
@@ -253,15 +347,22 @@ def reconcile_command(
         int | None, typer.Option("--passes", help="With --watch: stop after N passes.")
     ] = None,
     docker_host: DockerHostOption = DEFAULT_DOCKER_HOST,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Observe ENVIRONMENT and converge it to its desired state, as immutrail:reconciler.
+    """Observe ENVIRONMENT and converge it to its desired state.
 
     Creates missing instances, destroys unknown, surplus, dead and expired ones (replaced first),
-    rolls out a changed desired image. Exit 3 if a service could not be converged.
+    rolls out a changed desired image. The actor is the caller (needs reconcile in
+    ENVIRONMENT) once access control is set up, immutrail:reconciler before. Exit 1 not
+    authenticated or not allowed; 3 if a service could not be converged.
     """
+    caller = Caller(as_, token, key_file, passphrase_file)
     if interval <= 0 or (passes is not None and passes < 1):
         fail("--interval must be > 0 and --passes >= 1")
     failed = False
@@ -284,7 +385,16 @@ def reconcile_command(
 
     with (
         errors_to_exit_codes(),
-        deploy_context(home, db, RECONCILER, docker_host, fmt is Format.json) as ctx,
+        deploy_context(
+            home,
+            db,
+            RECONCILER,
+            docker_host,
+            fmt is Format.json,
+            caller=caller,
+            action=Action.RECONCILE,
+            environment=environment,
+        ) as ctx,
     ):
         if watch_:
             with contextlib.suppress(KeyboardInterrupt):
@@ -301,16 +411,32 @@ def chaos_command(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Pick the same instances again.")
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     docker_host: DockerHostOption = DEFAULT_DOCKER_HOST,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Kill random instances of ENVIRONMENT without warning; the reconciler must heal it."""
+    """Kill random instances of ENVIRONMENT without warning; the reconciler must heal it.
+
+    Needs chaos in ENVIRONMENT once access control is set up (exit 1 if not)."""
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with (
         errors_to_exit_codes(),
-        deploy_context(home, db, actor or default_actor(), docker_host, True) as ctx,
+        deploy_context(
+            home,
+            db,
+            None,
+            docker_host,
+            True,
+            caller=caller,
+            action=Action.CHAOS,
+            environment=environment,
+        ) as ctx,
     ):
         killed = chaos(ctx, environment, terminate, random.Random(seed))  # noqa: S311  # picks victims, not secrets
     if fmt is Format.json:

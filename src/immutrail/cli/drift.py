@@ -1,24 +1,43 @@
-"""Drift commands: drift check ENV [--remediate], drift watch ENV."""
+"""Drift commands: drift check ENV [--remediate], drift watch ENV, drift rules set|show|clear."""
 
 from __future__ import annotations
 
-import time
+import contextlib
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from immutrail.access.model import Action
 from immutrail.deploy.engine import RECONCILER
 from immutrail.drift.check import DriftReport, drift_check, remediate
+from immutrail.drift.rules import (
+    RulesError,
+    check_environment,
+    clear_rules,
+    current_rules,
+    parse_rules,
+    set_rules,
+)
+from immutrail.drift.watch import DriftWatch
 
 from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
+    ActorOption,
+    AsOption,
+    Caller,
     DbOption,
     ExitCode,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    authorized,
     emit_json,
     errors_to_exit_codes,
     fail,
@@ -46,6 +65,10 @@ def check(
         bool, typer.Option("--full", help="Hash every file (no shortcut from the last check).")
     ] = False,
     docker_host: DockerHostOption = DEFAULT_DOCKER_HOST,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
@@ -56,7 +79,16 @@ def check(
     """
     with (
         errors_to_exit_codes(),
-        deploy_context(home, db, RECONCILER, docker_host, fmt is Format.json) as ctx,
+        deploy_context(
+            home,
+            db,
+            RECONCILER,
+            docker_host,
+            fmt is Format.json,
+            caller=Caller(as_, token, key_file, passphrase_file),
+            action=Action.DRIFT_REMEDIATE if fix else Action.DRIFT_CHECK,
+            environment=environment,
+        ) as ctx,
     ):
         report = drift_check(ctx, environment, full=full)
         after = None
@@ -84,36 +116,173 @@ def check(
 @drift_app.command("watch")
 def watch(
     environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
-    interval: Annotated[float, typer.Option("--interval", help="Seconds between checks.")] = 10.0,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between full checks.")
+    ] = 10.0,
     passes: Annotated[
-        int | None, typer.Option("--passes", help="Stop after N checks [default: never].")
+        int | None, typer.Option("--passes", help="Stop after N full checks [default: never].")
     ] = None,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Stop after this many seconds [default: never]."),
+    ] = None,
+    process_interval: Annotated[
+        float,
+        typer.Option(
+            "--process-interval", help="Seconds between scans of local instances' processes."
+        ),
+    ] = 0.5,
     fix: Annotated[bool, typer.Option("--remediate", help="Replace drifted instances.")] = False,
     docker_host: DockerHostOption = DEFAULT_DOCKER_HOST,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Run the check every --interval seconds; each finding is recorded as it is found."""
-    if interval <= 0 or (passes is not None and passes < 1):
-        fail("--interval must be > 0 and --passes >= 1")
-    done = 0
-    with errors_to_exit_codes(), deploy_context(home, db, RECONCILER, docker_host, True) as ctx:
+    """Check continuously: a full check every --interval seconds, exec sessions from the Docker
+    engine's event stream and local processes as they appear; each finding is recorded at once.
+
+    Prints one report per check or signal (a JSON line each with --format json). Stops after
+    --passes or --duration, or on Ctrl-C. Exit 0 when stopped, 2/3 as everywhere.
+    """
+    if interval <= 0 or process_interval <= 0:
+        fail("--interval and --process-interval must be > 0")
+    if (passes is not None and passes < 1) or (duration is not None and duration <= 0):
+        fail("--passes must be >= 1 and --duration > 0")
+
+    def emit(report: DriftReport) -> None:
+        if fmt is Format.json:
+            emit_json(report.to_json())
+            sys.stdout.flush()  # a reader follows the stream line by line
+        else:
+            _print(report)
+
+    with (
+        errors_to_exit_codes(),
+        deploy_context(
+            home,
+            db,
+            RECONCILER,
+            docker_host,
+            True,
+            caller=Caller(as_, token, key_file, passphrase_file),
+            action=Action.DRIFT_REMEDIATE if fix else Action.DRIFT_CHECK,
+            environment=environment,
+        ) as ctx,
+    ):
+        watcher = DriftWatch(
+            ctx,
+            environment,
+            interval=interval,
+            remediate=fix,
+            process_interval=process_interval,
+            emit=emit,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            watcher.run(passes=passes, duration=duration)
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+rules_app = typer.Typer(
+    no_args_is_help=True,
+    help=f"Runtime rules (Rego) evaluated on every drift check. {EXIT_CODES_HELP}",
+)
+drift_app.add_typer(rules_app, name="rules")
+
+
+@rules_app.command("set")
+def rules_set(
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
+    file: Annotated[Path, typer.Argument(help="The rule file: Rego, package immutrail.drift.")],
+    actor: ActorOption = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Check FILE and make it ENVIRONMENT's runtime rules (a drift.rules.changed event).
+
+    Exit 0 recorded; 2 the file is unreadable or its rules are invalid (nothing recorded).
+    """
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.POLICY_SET, environment, caller=caller) as (ledger, who),
+    ):
         try:
-            while passes is None or done < passes:
-                started = time.monotonic()
-                report = drift_check(ctx, environment)
-                if fix and report.findings:
-                    remediate(ctx, report)
-                if fmt is Format.json:
-                    emit_json(report.to_json())
-                else:
-                    _print(report)
-                done += 1
-                if passes is None or done < passes:
-                    time.sleep(max(0.0, interval - (time.monotonic() - started)))
-        except KeyboardInterrupt:
-            pass
+            data = file.read_bytes()
+        except OSError as exc:
+            raise RulesError(str(file), f"cannot read it: {exc.strerror or exc}") from exc
+        check_environment(environment)
+        made = set_rules(ledger, who.name, environment, parse_rules(data, file.name))
+    if fmt is Format.json:
+        emit_json({"environment": environment, "rules": made.to_json(source=False)})
+    else:
+        stdout.print(
+            f"{environment}: drift rules {made.name} ({made.digest}) set at ledger index "
+            f"{made.ledger_index}"
+        )
+
+
+@rules_app.command("clear")
+def rules_clear(
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
+    actor: ActorOption = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Remove ENVIRONMENT's runtime rules (recorded as drift.rules.changed with no rules)."""
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.POLICY_SET, environment, caller=caller) as (ledger, who),
+    ):
+        index = clear_rules(ledger, who.name, environment)
+    if fmt is Format.json:
+        emit_json({"environment": environment, "rules": None, "ledger_index": index})
+    else:
+        stdout.print(f"{environment}: no drift rules from now on (ledger index {index})")
+
+
+@rules_app.command("show")
+def rules_show(
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Print ENVIRONMENT's runtime rules as recorded (name, digest, who, when, the text)."""
+    with errors_to_exit_codes():
+        check_environment(environment)
+        caller = Caller(as_, token, key_file, passphrase_file)
+        with authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _):
+            rules = current_rules(ledger, environment)
+    if fmt is Format.json:
+        emit_json({"environment": environment, "rules": rules.to_json() if rules else None})
+    elif rules is None:
+        stdout.print(f"{environment}: no drift rules")
+    else:
+        stdout.print(
+            f"{environment}: {rules.name} ({rules.digest}), set by {rules.set_by} at "
+            f"{rules.set_at} (ledger index {rules.ledger_index})"
+        )
+        stdout.print(rules.source, markup=False)
 
 
 def _print(report: DriftReport) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from immutrail.access.model import Action
 from immutrail.deploy.endpoint import (
     Endpoint,
     EndpointError,
@@ -19,9 +20,16 @@ from immutrail.deploy.proxy import Backend, BackendLike
 from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
+    AsOption,
+    Caller,
+    DbOption,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    check_access,
     emit_json,
     errors_to_exit_codes,
     stdout,
@@ -42,11 +50,22 @@ def _backends_text(backends: tuple[Backend, ...]) -> str:
 
 
 @endpoint_app.command("list")
-def list_command(home: HomeOption = DEFAULT_HOME, fmt: FormatOption = Format.text) -> None:
-    """The running endpoint processes: service, port, pid, backends. Exit 0.
+def list_command(
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """The running endpoint processes: service, port, pid, backends. Exit 0 (1: the caller may
+    not read, once access control is set up).
 
     One that does not answer is left out, with a warning on stderr."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
+        check_access(home, db, Action.LEDGER_READ, caller=caller)
         found = list_endpoints(home)
     if fmt is Format.json:
         emit_json({"endpoints": [info.to_json() for info in found]})
@@ -70,13 +89,21 @@ def list_command(home: HomeOption = DEFAULT_HOME, fmt: FormatOption = Format.tex
 def show(
     environment: EnvironmentArg,
     service: ServiceArg,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
     """One endpoint: whether it runs, its port, backends and counters, and its files.
 
-    Exit 0 whether it runs or not (see "running"); 2 bad name; 3 it does not answer."""
+    Needs ledger.read once access control is set up. Exit 0 whether it runs or not (see
+    "running"); 1 not allowed; 2 bad name; 3 it does not answer."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
+        check_access(home, db, Action.LEDGER_READ, caller=caller)
         endpoint = Endpoint(home, environment, service)
         info = endpoint.running()
         stats = endpoint.stats() if info is not None else None
@@ -146,14 +173,22 @@ def start(
             help="HOST:PORT[:WEIGHT], repeatable. Default: the last set of the previous process.",
         ),
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
     """Start the endpoint process if none runs (deploy does this by itself; for exploring).
 
-    Exit 0 running (started now or before); 2 bad name, port or backend, the port is taken, or
+    Needs endpoint.manage in ENVIRONMENT once access control is set up. Exit 0 running
+    (started now or before); 1 not allowed; 2 bad name, port or backend, the port is taken, or
     it runs on another port; 3 it did not start or answer."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
+        check_access(home, db, Action.ENDPOINT_MANAGE, environment, caller=caller)
         endpoint = Endpoint(home, environment, service)
         was = endpoint.running()
         info = endpoint.ensure(port, [_parse_backend(b) for b in backend or []])
@@ -176,12 +211,20 @@ def _print_info(info: EndpointInfo, *, started: bool, fmt: Format) -> None:
 def stop(
     environment: EnvironmentArg,
     service: ServiceArg,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
     """Stop the endpoint process: it closes every connection. Its last backend set is kept for
-    the next start. Exit 0 stopped or was not running; 2 bad name; 3 it would not stop."""
+    the next start. Needs endpoint.manage in ENVIRONMENT once access control is set up. Exit 0
+    stopped or was not running; 1 not allowed; 2 bad name; 3 it would not stop."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
+        check_access(home, db, Action.ENDPOINT_MANAGE, environment, caller=caller)
         endpoint = Endpoint(home, environment, service)
         try:
             was = endpoint.running()

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from immutrail.artifacts.builder import default_actor
+from immutrail.access.actor import Actor
+from immutrail.access.model import Action
 from immutrail.artifacts.statements import ledger_keys
 from immutrail.artifacts.store import Store
 from immutrail.keys.keystore import SigningKey
 from immutrail.ledger.event import parse_time
-from immutrail.ledger.home import open_ledger
 from immutrail.ledger.ledger import Ledger
 from immutrail.policy.desired import desired_services, desired_state
 from immutrail.policy.errors import PolicyInputError
@@ -24,22 +24,27 @@ from immutrail.policy.promote import decide
 from immutrail.policy.promote import promote as promote_image
 from immutrail.policy.registry import active_policy, set_policy
 
-from .artifacts import ActorOption
 from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
+    ActorOption,
+    AsOption,
+    Caller,
     DbOption,
     ExitCode,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    authorized,
     emit_json,
     errors_to_exit_codes,
     fail,
     stdout,
 )
-from .keys import PassphraseFileOption
-from .signing import KeyFileOption, KeyOption, PrincipalOption, signing_key
+from .signing import KeyOption, PrincipalOption, signer_of
 
 policy_app = typer.Typer(
     no_args_is_help=True, help=f"Promotion policies per environment. {EXIT_CODES_HELP}"
@@ -51,21 +56,15 @@ exception_app = typer.Typer(
 
 
 def _actor_key(
-    home: Path,
-    ledger: Ledger,
-    key: str | None,
-    principal: str | None,
-    key_file: Path | None,
-    passphrase_file: Path | None,
-    actor: str | None,
+    home: Path, ledger: Ledger, who: Actor, caller: Caller, key: str | None, principal: str | None
 ) -> SigningKey:
-    """The key named by --key/--principal/--key-file, else the actor's only key here.
+    """The caller's own key once access control is set up; in setup mode the key named by
+    --key/--principal/--key-file, else the --as/--actor's only key here.
 
     The key's principal is then the actor, so that IMMUTRAIL_ACTOR cannot make a signature
     speak for someone else.
     """
-    named = any(v is not None for v in (key, principal, key_file))
-    return signing_key(home, ledger, key, principal if named else actor, key_file, passphrase_file)
+    return signer_of(home, ledger, who, caller, key, principal, caller.principal or caller.actor)
 
 
 def _now() -> datetime:
@@ -79,6 +78,10 @@ def test(
         str | None, typer.Option("--name", help="Test name [default: the command's file name].")
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds before it is killed.")] = 600,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -87,14 +90,19 @@ def test(
     """Run COMMAND against an unpacked, read-only instance of the image; attest the result.
 
     The command runs with the instance root as working directory and IMMUTRAIL_ROOTFS,
-    IMMUTRAIL_IMAGE and the image's Env set. Exit 0 when it passed, 1 when it failed.
+    IMMUTRAIL_IMAGE and the image's Env set. Needs image.test once access control is set up.
+    Exit 0 when it passed, 1 when it failed (or the caller is not authenticated or allowed).
     """
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.IMAGE_TEST, caller=caller) as (ledger, who),
+    ):
         run = run_image_test(
             Store.for_home(home),
             ledger,
             home,
-            actor or default_actor(),
+            who.name,
             digest,
             command,
             name=name,
@@ -145,6 +153,8 @@ def promote(
     ] = False,
     key: KeyOption = None,
     principal: PrincipalOption = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
     key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
@@ -154,22 +164,27 @@ def promote(
 ) -> None:
     """Evaluate ENV's policy over the image's evidence; record the decision with every reason.
 
-    Exit 0 promoted (the environment's desired state now names DIGEST), 1 refused (nothing
-    changed; the reasons are printed and recorded), 2 bad input.
+    Needs promote in ENV once access control is set up (--override: promote.override; the
+    break-glass decision is signed with the caller's key). Exit 0 promoted (the environment's
+    desired state now names DIGEST), 1 refused (nothing changed; the reasons are printed and
+    recorded) or not authenticated or not allowed (nothing recorded), 2 bad input.
     """
     if override and not reason:
         fail("--override needs --reason: a break-glass promotion must say why")
     if reason and not override:
         fail("--reason is only used with --override")
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    needed = Action.PROMOTE_OVERRIDE if override else Action.PROMOTE
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, needed, to, caller=caller) as (ledger, acting_as),
+    ):
         store = Store.for_home(home)
         named = any(v is not None for v in (key, principal, key_file))
-        signing = (
-            _actor_key(home, ledger, key, principal, key_file, passphrase_file, actor)
-            if named or override
-            else None
-        )
-        who = signing.principal if signing else actor or default_actor()
+        # A key-authenticated caller signs its decision, as it signs its other events.
+        signs = override or named or acting_as.signing_key is not None
+        signing = _actor_key(home, ledger, acting_as, caller, key, principal) if signs else None
+        who = signing.principal if signing else acting_as.name
         if dry_run:
             policy, evidence, checks = decide(store, ledger, home, digest, to, _now())
             allowed = all(c.passed for c in checks)
@@ -245,6 +260,8 @@ def policy_set(
     file: Annotated[Path, typer.Argument(help="The policy: a .yaml file or a .rego module.")],
     key: KeyOption = None,
     principal: PrincipalOption = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
     key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
@@ -252,9 +269,17 @@ def policy_set(
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Make FILE the policy of ENVIRONMENT: validated, kept by digest, recorded and signed."""
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
-        signing = _actor_key(home, ledger, key, principal, key_file, passphrase_file, actor)
+    """Make FILE the policy of ENVIRONMENT: validated, kept by digest, recorded and signed.
+
+    Needs policy.set in ENVIRONMENT once access control is set up, signed with the caller's
+    key (a token cannot sign). Exit 1 not authenticated or not allowed; 2 bad policy or key.
+    """
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.POLICY_SET, environment, caller=caller) as (ledger, who),
+    ):
+        signing = _actor_key(home, ledger, who, caller, key, principal)
         active = set_policy(
             home,
             ledger,
@@ -283,12 +308,20 @@ def policy_set(
 @policy_app.command("show")
 def policy_show(
     environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """The policy that governs ENVIRONMENT and its desired state."""
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+    """The policy that governs ENVIRONMENT and its desired state (needs ledger.read)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _),
+    ):
         active = active_policy(home, ledger, ledger_keys(ledger), environment)
         store = Store.for_home(home, create=True)
         desired = [
@@ -339,6 +372,8 @@ def exception_grant(
     ] = None,
     key: KeyOption = None,
     principal: PrincipalOption = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
     key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
@@ -346,14 +381,19 @@ def exception_grant(
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Accept one vulnerability in one environment until EXPIRES; signed and recorded."""
+    """Accept one vulnerability in one environment until EXPIRES; signed and recorded.
+
+    Needs exception.grant in ENV once access control is set up, signed with the caller's key.
+    Exit 1 not authenticated or not allowed; 2 bad input (nothing recorded).
+    """
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
         try:
             until = parse_time(expires, field="--expires")
         except ValueError as exc:
             raise PolicyInputError(str(exc)) from exc
-        with open_ledger(home, db) as ledger:
-            signing = _actor_key(home, ledger, key, principal, key_file, passphrase_file, actor)
+        with authorized(home, db, Action.EXCEPTION_GRANT, env, caller=caller) as (ledger, who):
+            signing = _actor_key(home, ledger, who, caller, key, principal)
             index = grant_exception(
                 ledger,
                 ledger_keys(ledger),
@@ -377,12 +417,21 @@ def exception_grant(
 @exception_app.command("list")
 def exception_list(
     env: Annotated[str, typer.Option("--env", help="The environment.")],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """The exceptions in force for ENV now (unexpired, signed by an unrevoked key)."""
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+    """The exceptions in force for ENV now (unexpired, signed by an unrevoked key); needs
+    ledger.read."""
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _),
+    ):
         found = active_exceptions(ledger, ledger_keys(ledger), env, _now())
     if fmt is Format.json:
         emit_json({"environment": env, "exceptions": [e.to_json() for e in found]})

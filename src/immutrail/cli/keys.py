@@ -9,8 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from immutrail.artifacts.builder import default_actor
-from immutrail.keys.errors import KeyInputError
+from immutrail.access.actor import authorize_key_change
+from immutrail.access.authenticate import Identity
+from immutrail.access.errors import AccessInputError
+from immutrail.access.model import Action
+from immutrail.keys.errors import KeyInputError, KeysError
 from immutrail.keys.keystore import (
     KeyInfo,
     generate_key,
@@ -18,19 +21,25 @@ from immutrail.keys.keystore import (
     list_keys,
     revoke_key,
 )
-from immutrail.keys.passphrase import PASSPHRASE_ENV, PassphraseSource
-from immutrail.ledger.home import open_ledger
+from immutrail.ledger.ledger import Ledger
 
-from .artifacts import ActorOption
 from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
+    ActorOption,
+    AsOption,
+    Caller,
     DbOption,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    authorized,
     emit_json,
     errors_to_exit_codes,
+    passphrase_source,
     stdout,
 )
 
@@ -46,31 +55,6 @@ class Algorithm(StrEnum):
     ecdsa_p256 = "ecdsa-p256"
 
 
-PassphraseFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--passphrase-file",
-        metavar="FILE",
-        help=f"Read the key's passphrase from FILE (one trailing newline is dropped) "
-        f"[default: ${PASSPHRASE_ENV}, else a prompt when run in a terminal].",
-        show_default=False,
-    ),
-]
-
-
-def _prompt(what: str, confirm: bool) -> bytes:
-    text = typer.prompt(
-        f"Passphrase for {what}", hide_input=True, confirmation_prompt=confirm, err=True
-    )
-    return str(text).encode("utf-8")
-
-
-def passphrase_source(passphrase_file: Path | None) -> PassphraseSource:
-    """File, then environment, then a prompt only when stdin is a terminal."""
-    interactive = typer.get_text_stream("stdin").isatty()
-    return PassphraseSource(passphrase_file, _prompt if interactive else None)
-
-
 def _print_key(info: KeyInfo) -> None:
     stdout.print(f"key        {info.keyid}")
     stdout.print(f"principal  {info.principal}", markup=False)
@@ -83,6 +67,20 @@ def _print_key(info: KeyInfo) -> None:
             markup=False,
         )
     stdout.print(f"private    {info.local_path or 'not here'}", markup=False)
+
+
+def _may_revoke(home: Path, ledger: Ledger, identity: Identity, keyid: str) -> None:
+    """keys.manage for any key; else keys.manage.own (checked before the key is looked up), and
+    the same answer for another's key as for one that does not exist."""
+    if identity.can(Action.KEYS_MANAGE):
+        return
+    authorize_key_change(identity, identity.principal, creating=False)
+    try:
+        owner = get_key(home, ledger, keyid).principal
+    except KeysError:
+        owner = None
+    if owner != identity.principal:
+        raise AccessInputError(f"you have no key {keyid}")
 
 
 @app.command()
@@ -108,6 +106,9 @@ def generate(
         ),
     ] = False,
     passphrase_file: PassphraseFileOption = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -116,22 +117,31 @@ def generate(
     """Make a key for a principal, encrypt it at rest, and announce it in the ledger (key.created).
 
     The private key is written to $IMMUTRAIL_HOME/keys/PRINCIPAL/KEYID.key (mode 0600), encrypted
-    with the passphrase unless --no-passphrase. Exit 2: a bad principal or purpose, no passphrase.
+    with the passphrase unless --no-passphrase (--passphrase-file is the NEW key's; the caller's
+    own key is unlocked with $IMMUTRAIL_KEY_PASSPHRASE or a prompt). Once access control is set
+    up: another principal's key needs keys.manage (admin); one's own keys.manage.own and
+    authenticating with a key (a token cannot mint a key). Exit 1 not authenticated or not
+    allowed; 2 a bad principal or purpose, no passphrase (nothing written).
     """
+    caller = Caller(as_, token, key_file, None, actor)
     with errors_to_exit_codes():
         if no_passphrase and passphrase_file is not None:
             raise KeyInputError("give either --no-passphrase or --passphrase-file, not both")
-        secret = (
-            None
-            if no_passphrase
-            else passphrase_source(passphrase_file).get(f"the new key of {principal}", confirm=True)
-        )
-        with open_ledger(home, db) as ledger:
+        with authorized(home, db, None, caller=caller) as (ledger, who):
+            if who.identity is not None:
+                authorize_key_change(who.identity, principal, creating=True)
+            secret = (
+                None
+                if no_passphrase
+                else passphrase_source(passphrase_file).get(
+                    f"the new key of {principal}", confirm=True
+                )
+            )
             made = generate_key(
                 home,
                 ledger,
                 principal,
-                actor=actor or default_actor(),
+                actor=who.name,
                 algorithm=algorithm.value,
                 purpose=purpose,
                 passphrase=secret,
@@ -158,12 +168,22 @@ def list_(
     principal: Annotated[
         str | None, typer.Option("--principal", help="Only this principal's keys.")
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Every key the ledger announced: principal, algorithm, purpose, revoked, private key here."""
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+    """Every key the ledger announced: principal, algorithm, purpose, revoked, private key here.
+
+    Needs ledger.read once access control is set up (exit 1 if not)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _),
+    ):
         keys = [k for k in list_keys(home, ledger) if principal in (None, k.principal)]
     if fmt is Format.json:
         emit_json({"keys": [k.to_dict() for k in keys]})
@@ -185,12 +205,22 @@ def list_(
 @app.command()
 def export(
     keyid: Annotated[str, typer.Argument(help="The key id (or its first 8+ hex digits).")],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
 ) -> None:
-    """Print a key's public half: PEM (text), or what the ledger says about it (json)."""
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
+    """Print a key's public half: PEM (text), or what the ledger says about it (json).
+
+    Needs ledger.read once access control is set up (exit 1 if not); exit 2 unknown key."""
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _),
+    ):
         info = get_key(home, ledger, keyid)
     if fmt is Format.json:
         emit_json(info.to_dict())
@@ -202,6 +232,10 @@ def export(
 def revoke(
     keyid: Annotated[str, typer.Argument(help="The key id (or its first 8+ hex digits).")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")],
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -209,10 +243,16 @@ def revoke(
 ) -> None:
     """Revoke a key (key.revoked): nothing it signed counts any more, before or after.
 
-    Exit 2: an unknown key, or one already revoked (nothing is recorded).
+    Once access control is set up: keys.manage (admin), or keys.manage.own for one's own key.
+    Exit 1 not authenticated or not allowed; 2 an unknown key, or one already revoked (nothing
+    is recorded); someone without keys.manage gets the same answer for another's key as for
+    one that does not exist.
     """
-    with errors_to_exit_codes(), open_ledger(home, db) as ledger:
-        info, index = revoke_key(home, ledger, keyid, reason=reason, actor=actor or default_actor())
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with errors_to_exit_codes(), authorized(home, db, None, caller=caller) as (ledger, who):
+        if who.identity is not None:
+            _may_revoke(home, ledger, who.identity, keyid)
+        info, index = revoke_key(home, ledger, keyid, reason=reason, actor=who.name)
     if fmt is Format.json:
         emit_json({**info.to_dict(), "ledger_index": index})
     else:

@@ -13,22 +13,29 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from immutrail.access.actor import Actor
+from immutrail.access.errors import AccessInputError
+from immutrail.access.model import Action
 from immutrail.crypto.keys import load_private_key
 from immutrail.ledger.errors import EventFormatError, LedgerInputError
 from immutrail.ledger.event import Event, parse_entry, sign_event, time_us
-from immutrail.ledger.home import open_ledger
-from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.proofs import b64
 from immutrail.ledger.storage.interface import EntryFilter
 
 from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
+    AsOption,
+    Caller,
     DbOption,
     ExitCode,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    authorized,
     emit_json,
     errors_to_exit_codes,
     load_json_object,
@@ -50,10 +57,6 @@ app.add_typer(prove_app, name="prove")
 def _key_passphrase() -> bytes | None:
     value = os.environ.get("IMMUTRAIL_KEY_PASSPHRASE")
     return value.encode() if value else None
-
-
-def _open(home: Path, db: str | None) -> Ledger:
-    return open_ledger(home, db)
 
 
 def _read_payload(value: str) -> dict[str, Any]:
@@ -113,7 +116,10 @@ def append(
     subject: Annotated[
         str | None, typer.Option(help="What it is about: a digest, an instance id, an env.")
     ] = None,
-    actor: Annotated[str | None, typer.Option(help="The principal id that acted.")] = None,
+    actor: Annotated[
+        str | None,
+        typer.Option(help="Setup mode only: the principal id that acted (else: the caller)."),
+    ] = None,
     payload: Annotated[str, typer.Option(help="A JSON object, or @FILE holding one.")] = "{}",
     time: Annotated[
         str | None, typer.Option(help="RFC 3339 time of the event [default: now].")
@@ -128,40 +134,25 @@ def append(
     sign_key: Annotated[
         Path | None,
         typer.Option(
-            help="The actor's private key (PEM; passphrase from IMMUTRAIL_KEY_PASSPHRASE): "
-            "each event carries the actor's DSSE signature."
+            help="Setup mode only: the actor's private key (PEM; passphrase from "
+            "IMMUTRAIL_KEY_PASSPHRASE): each event carries the actor's DSSE signature."
         ),
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
 ) -> None:
-    """Append one event, or a batch; prints the index, id and leaf hash of each."""
+    """Append one event, or a batch; prints the index, id and leaf hash of each.
+
+    Once access control is set up it needs ledger.append (admin): the actor of every event is
+    the caller (a batch naming anyone else is refused, exit 2) and a key-authenticated caller's
+    events carry its signature. Exit 1 not authenticated or not allowed (nothing appended).
+    """
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
-        if batch is not None:
-            if any(v is not None for v in (event_type, subject, actor, time)):
-                raise LedgerInputError("--batch cannot be combined with single-event options")
-            events = _read_batch(batch)
-        else:
-            missing = [
-                n
-                for n, v in (("--type", event_type), ("--subject", subject), ("--actor", actor))
-                if v is None
-            ]
-            if missing:
-                raise LedgerInputError(f"missing {', '.join(missing)} (or use --batch FILE)")
-            events = [
-                Event.from_dict(
-                    {
-                        "type": event_type,
-                        "subject": subject,
-                        "actor": actor,
-                        "payload": _read_payload(payload),
-                        **({"time": time} if time else {}),
-                    }
-                )
-            ]
-        if sign_key is not None:
-            key = load_private_key(sign_key, _key_passphrase())
-            events = [sign_event(e, key) for e in events]
-        with _open(home, db) as ledger:
+        with authorized(home, db, Action.LEDGER_APPEND, caller=caller) as (ledger, who):
+            events = _events(who, event_type, subject, actor, payload, time, batch, sign_key)
             results = ledger.append_batch(events)
         rows = [{"index": r.index, "id": r.id, "leaf_hash": b64(r.leaf_hash)} for r in results]
         if fmt is Format.json:
@@ -170,6 +161,57 @@ def append(
             stdout.print(f"appended entry {rows[0]['index']}  id {rows[0]['id']}")
         else:
             stdout.print(f"appended {len(rows)} entries, {rows[0]['index']}..{rows[-1]['index']}")
+
+
+def _events(
+    who: Actor,
+    event_type: str | None,
+    subject: str | None,
+    actor: str | None,
+    payload: str,
+    time: str | None,
+    batch: str | None,
+    sign_key: Path | None,
+) -> list[Event]:
+    if who.authenticated and (actor is not None or sign_key is not None):
+        raise AccessInputError(
+            "--actor and --sign-key are for setup mode only: the actor is who authenticated",
+            hint="Drop them: a key-authenticated caller's events are signed with its key.",
+        )
+    if batch is not None:
+        if any(v is not None for v in (event_type, subject, actor, time)):
+            raise LedgerInputError("--batch cannot be combined with single-event options")
+        events = _read_batch(batch)
+        strangers = sorted({e.actor for e in events if who.authenticated and e.actor != who.name})
+        if strangers:
+            raise AccessInputError(
+                f"you are authenticated as {who.name}: the batch names other actors "
+                f"({', '.join(strangers)})"
+            )
+    else:
+        name = who.name if who.authenticated else actor
+        missing = [
+            n
+            for n, v in (("--type", event_type), ("--subject", subject), ("--actor", name))
+            if v is None
+        ]
+        if missing:
+            raise LedgerInputError(f"missing {', '.join(missing)} (or use --batch FILE)")
+        events = [
+            Event.from_dict(
+                {
+                    "type": event_type,
+                    "subject": subject,
+                    "actor": name,
+                    "payload": _read_payload(payload),
+                    **({"time": time} if time else {}),
+                }
+            )
+        ]
+    if sign_key is not None:
+        key = load_private_key(sign_key, _key_passphrase())
+        events = [sign_event(e, key) for e in events]
+    return events
 
 
 @app.command()
@@ -181,10 +223,17 @@ def checkpoint(
         Path | None,
         typer.Option(help="Also add the checkpoint to this witness folder (or git work tree)."),
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
 ) -> None:
-    """Sign the current tree head as a C2SP checkpoint and print the signed note."""
+    """Sign the current tree head as a C2SP checkpoint and print the signed note.
+
+    Needs ledger.read once access control is set up: a checkpoint changes no entry."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
-        with _open(home, db) as ledger:
+        with authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _):
             stored = ledger.checkpoint(publish)
         if fmt is Format.json:
             emit_json(
@@ -204,11 +253,17 @@ def vkey(
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
 ) -> None:
     """Print the verifier key of the ledger's checkpoints (signed-note name+hash+key form)."""
-    with errors_to_exit_codes():
-        ledger = _open(home, db)
-        ledger.close()
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _),
+    ):
         if fmt is Format.json:
             emit_json({"origin": ledger.origin, "vkey": ledger.vkey})
         else:
@@ -224,10 +279,15 @@ def entry(
     raw: Annotated[
         bool, typer.Option(help="Print base64 of the exact hashed entry bytes.")
     ] = False,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
 ) -> None:
-    """Show one event."""
+    """Show one event (needs ledger.read once access control is set up)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
-        with _open(home, db) as ledger:
+        with authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _):
             row = ledger.entry(ledger.resolve(ref))
         if raw:
             encoded = base64.b64encode(row.data).decode()
@@ -258,8 +318,15 @@ def list_entries(
     until: Annotated[str | None, typer.Option(help="RFC 3339: at or before.")] = None,
     start: Annotated[int, typer.Option(min=0, help="First index to consider.")] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
 ) -> None:
-    """List events in ledger order; JSON output is one object per line (JSON Lines)."""
+    """List events in ledger order; JSON output is one object per line (JSON Lines).
+
+    Needs ledger.read once access control is set up."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
         flt = EntryFilter(
             type=event_type,
@@ -270,7 +337,7 @@ def list_entries(
             since_us=time_us(since) if since else None,
             until_us=time_us(until) if until else None,
         )
-        with _open(home, db) as ledger:
+        with authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _):
             rows = ledger.entries(flt)
             if fmt is Format.json:
                 for row in rows:
@@ -299,10 +366,15 @@ def prove_inclusion(
         typer.Option("--format", help="text, json, or tlog-proof (C2SP, against a checkpoint)."),
     ] = ProofFormat.text,
     size: Annotated[int | None, typer.Option(min=1, help="Tree size [default: current].")] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
 ) -> None:
-    """The audit path from an entry to the root of the tree of SIZE entries."""
+    """The audit path from an entry to the root of the tree of SIZE entries (ledger.read)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
-        with _open(home, db) as ledger:
+        with authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _):
             index = ledger.resolve(ref)
             if fmt is ProofFormat.tlog_proof:
                 sys.stdout.write(ledger.tlog_proof(index, size).format())
@@ -325,10 +397,15 @@ def prove_consistency(
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
 ) -> None:
-    """Prove that the tree of OLD entries is a prefix of the tree of NEW entries."""
+    """Prove that the tree of OLD entries is a prefix of the tree of NEW entries (ledger.read)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
-        with _open(home, db) as ledger:
+        with authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _):
             proof = ledger.consistency_proof(old, new)
         data = proof.to_json()
         if fmt is Format.json:
@@ -362,13 +439,19 @@ def verify(
             show_default=False,
         ),
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
 ) -> None:
     """Recompute every entry hash and the tree; check checkpoints, signatures and witnesses.
 
-    Exits 1 and names the first bad place when anything does not verify.
+    Needs ledger.read once access control is set up. Exits 1 and names the first bad place
+    when anything does not verify (or when the caller may not read).
     """
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
-        with _open(home, db) as ledger:
+        with authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _):
             total = ledger.head().size
             with progress("verifying", total) as bar:
                 report = ledger.verify(

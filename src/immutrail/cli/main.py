@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from immutrail import __version__
+from immutrail.ledger.errors import LedgerInputError
 from immutrail.ledger.home import init_ledger
 
 from . import access as access_cli
@@ -24,6 +25,7 @@ from . import gate as gate_cli
 from . import keys as keys_cli
 from . import ledger as ledger_cli
 from . import scan as scan_cli
+from . import serve as serve_cli
 from . import signing as signing_cli
 from .common import (
     DEFAULT_HOME,
@@ -32,6 +34,7 @@ from .common import (
     Format,
     FormatOption,
     HomeOption,
+    PassphraseFileOption,
     emit_json,
     errors_to_exit_codes,
     stdout,
@@ -70,6 +73,7 @@ app.add_typer(audit_cli.audit_app, name="audit")
 app.add_typer(access_cli.principal_app, name="principal")
 app.add_typer(access_cli.role_app, name="role")
 app.add_typer(access_cli.token_app, name="token")
+app.command("serve")(serve_cli.serve)
 
 
 def _version(value: bool) -> None:
@@ -102,11 +106,44 @@ def init(
             "[default: immutrail.local/<random>]."
         ),
     ] = None,
+    admin: Annotated[
+        str | None,
+        typer.Option(
+            "--admin",
+            metavar="NAME",
+            help="Set up access control at once: NAME becomes the first admin, with a new key "
+            "(the bootstrap; see docs/access.md). Without it the ledger starts in setup mode.",
+        ),
+    ] = None,
+    email: Annotated[str | None, typer.Option("--email", help="The admin's e-mail.")] = None,
+    no_passphrase: Annotated[
+        bool, typer.Option("--no-passphrase", help="Keep the admin's key unencrypted.")
+    ] = False,
+    passphrase_file: PassphraseFileOption = None,
 ) -> None:
-    """Create the home folder, the ledger's signing key and the database schema (idempotent)."""
+    """Create the home folder, the ledger's signing key and the database schema (idempotent);
+    with --admin NAME, also the first admin and its key, so access control is on from the start.
+
+    Exit 2: bad input (a bad name, --email or --no-passphrase without --admin, no passphrase,
+    another admin set up access already); 3: the database cannot be reached.
+    """
     with errors_to_exit_codes():
+        if admin is None and (email is not None or no_passphrase or passphrase_file is not None):
+            raise LedgerInputError("--email, --no-passphrase and --passphrase-file go with --admin")
         ledger, created = init_ledger(home, db, origin)
-        ledger.close()
+        with ledger:
+            access = (
+                None
+                if admin is None
+                else access_cli.bootstrap_admin(
+                    home,
+                    ledger,
+                    admin,
+                    email=email,
+                    no_passphrase=no_passphrase,
+                    passphrase_file=passphrase_file,
+                )
+            )
         if fmt is Format.json:
             emit_json(
                 {
@@ -115,6 +152,7 @@ def init(
                     "origin": ledger.origin,
                     "vkey": ledger.vkey,
                     "created": created,
+                    "admin": access,
                 }
             )
         else:
@@ -123,6 +161,13 @@ def init(
                 f"{verb}: ledger {ledger.origin}\n  home  {Path(home).absolute()}\n"
                 f"  db    {ledger.store.url}\n  vkey  {ledger.vkey}"
             )
+            if access is not None:
+                key = access.get("key")
+                stdout.print(
+                    f"  admin {access['name']}"
+                    + (f" (key {key['keyid'][:16]}…, {key['path']})" if key else " (existing)"),
+                    markup=False,
+                )
 
 
 def main() -> None:

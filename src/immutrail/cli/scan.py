@@ -11,9 +11,8 @@ import typer
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from immutrail.artifacts.builder import default_actor
+from immutrail.access.model import Action
 from immutrail.artifacts.store import Store
-from immutrail.ledger.home import open_ledger
 from immutrail.scan.attestation import findings_from_predicate
 from immutrail.scan.download import DEFAULT_BASE, download_archives
 from immutrail.scan.errors import VulnDbError
@@ -24,11 +23,19 @@ from immutrail.scan.vulndb import ImportResult, VulnDb, db_path
 
 from .common import (
     DEFAULT_HOME,
+    ActorOption,
+    AsOption,
+    Caller,
     DbOption,
     ExitCode,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    authorized,
+    check_access,
     emit_json,
     errors_to_exit_codes,
     fail,
@@ -47,16 +54,6 @@ vulndb_app = typer.Typer(
     help="The local OSV vulnerability database ($IMMUTRAIL_HOME/vulndb/osv.sqlite). "
     + VULNDB_EXIT_CODES,
 )
-
-ActorOption = Annotated[
-    str | None,
-    typer.Option(
-        "--actor",
-        envvar="IMMUTRAIL_ACTOR",
-        help="Who acts, as recorded in the ledger [default: user:<login name>].",
-        show_default=False,
-    ),
-]
 
 
 class FailOn(StrEnum):
@@ -123,6 +120,10 @@ def import_(
             help="Import the valid records and list the invalid ones, instead of refusing all.",
         ),
     ] = False,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -132,18 +133,20 @@ def import_(
 
     A corrupt record or archive refuses the whole import (exit 2, naming the file and field)
     unless --skip-invalid is given. A record replaces a stored one with the same id when its
-    `modified` time is the same or newer.
+    `modified` time is the same or newer. Needs vulndb.update once access control is set up
+    (exit 1 if not).
     """
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with (
         errors_to_exit_codes(),
-        open_ledger(home, db) as ledger,
+        authorized(home, db, Action.VULNDB_UPDATE, caller=caller) as (ledger, who),
         progress("importing", None) as bar,
     ):
         result, index = import_database(
             home,
             ledger,
             paths,
-            actor=actor or default_actor(),
+            actor=who.name,
             skip_invalid=skip_invalid,
             observer=_ImportBar(bar),
         )
@@ -166,6 +169,10 @@ def update(
     url: Annotated[
         str, typer.Option("--url", metavar="BASE", help="Where BASE/<ecosystem>/all.zip are.")
     ] = DEFAULT_BASE,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -173,12 +180,14 @@ def update(
 ) -> None:
     """Download OSV's per-ecosystem all.zip archives and import them (needs network access).
 
-    Exit 3 when an archive cannot be downloaded (nothing is imported then).
+    Needs vulndb.update once access control is set up (exit 1 if not). Exit 3 when an archive
+    cannot be downloaded (nothing is imported then).
     """
     ecosystems = ecosystem or sorted(set(SCHEMES))
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
     with (
         errors_to_exit_codes(),
-        open_ledger(home, db) as ledger,
+        authorized(home, db, Action.VULNDB_UPDATE, caller=caller) as (ledger, who),
         tempfile.TemporaryDirectory(prefix="immutrail-osv-") as folder,
     ):
         with progress("downloading", None) as bar:
@@ -188,7 +197,7 @@ def update(
                 home,
                 ledger,
                 paths,
-                actor=actor or default_actor(),
+                actor=who.name,
                 origin=[f"{url.rstrip('/')}/{e}/all.zip" for e in ecosystems],
                 observer=_ImportBar(bar),
             )
@@ -196,8 +205,19 @@ def update(
 
 
 @vulndb_app.command()
-def status(home: HomeOption = DEFAULT_HOME, fmt: FormatOption = Format.text) -> None:
-    """The database's snapshot digest, size and last update."""
+def status(
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """The database's snapshot digest, size and last update (needs ledger.read)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with errors_to_exit_codes():
+        check_access(home, db, Action.LEDGER_READ, caller=caller)
     with errors_to_exit_codes(), VulnDb.open(home) as vulndb:
         snapshot = vulndb.snapshot()
     if fmt is Format.json:
@@ -210,8 +230,20 @@ def status(home: HomeOption = DEFAULT_HOME, fmt: FormatOption = Format.text) -> 
 
 
 @vulndb_app.command()
-def verify(home: HomeOption = DEFAULT_HOME, fmt: FormatOption = Format.text) -> None:
-    """Re-hash every stored record and recompute the snapshot digest (exit 1 on a mismatch)."""
+def verify(
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    home: HomeOption = DEFAULT_HOME,
+    db: DbOption = None,
+    fmt: FormatOption = Format.text,
+) -> None:
+    """Re-hash every stored record and recompute the snapshot digest (exit 1 on a mismatch, or
+    when the caller is not authenticated or lacks ledger.read)."""
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with errors_to_exit_codes():
+        check_access(home, db, Action.LEDGER_READ, caller=caller)
     with errors_to_exit_codes(), VulnDb.open(home) as vulndb:
         stored = vulndb.snapshot()
         try:
@@ -296,6 +328,10 @@ def scan(
             "findings of unknown severity count as above every level.",
         ),
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     actor: ActorOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
@@ -309,14 +345,17 @@ def scan(
     Exit codes: 0 scanned (whether or not vulnerabilities were found: the gate decides); 1 a
     finding at or above --fail-on LEVEL, or stored bytes that do not match their digest; 2 input
     error (unknown image, malformed report, a report about another image): nothing was written;
-    3 no vulnerability database, home not initialized, or storage damaged.
+    3 no vulnerability database, home not initialized, or storage damaged. Needs scan.run once
+    access control is set up (exit 1 if not, nothing written).
     """
-    with errors_to_exit_codes():
-        store = Store.for_home(home)
-        with open_ledger(home, db) as ledger:
-            run = scan_image(
-                store, ledger, home, ref, actor=actor or default_actor(), report=from_report
-            )
+    caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.SCAN_RUN, caller=caller) as (ledger, who),
+    ):
+        run = scan_image(
+            Store.for_home(home), ledger, home, ref, actor=who.name, report=from_report
+        )
     if fmt is Format.json:
         emit_json(_scan_json(run))
     else:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from immutrail.access.actor import Actor
+from immutrail.access.model import Action
 from immutrail.artifacts.import_attest import load_keys
 from immutrail.artifacts.store import Store
 from immutrail.keys.keystore import SigningKey, load_signing_key
-from immutrail.ledger.home import open_ledger
 from immutrail.ledger.ledger import Ledger
 from immutrail.signing.approve import approve_image
 from immutrail.signing.errors import SigningInputError
@@ -21,17 +20,23 @@ from immutrail.signing.verify import Status, VerifyOptions, VerifyReport, verify
 
 from .common import (
     DEFAULT_HOME,
+    AsOption,
+    Caller,
     DbOption,
     ExitCode,
     Format,
     FormatOption,
     HomeOption,
+    KeyFileOption,
+    PassphraseFileOption,
+    TokenOption,
+    authorized,
     emit_json,
     errors_to_exit_codes,
+    passphrase_source,
     progress,
     stdout,
 )
-from .keys import PassphraseFileOption, passphrase_source
 
 DigestArgument = Annotated[str, typer.Argument(help="The image: a digest (sha256:…) or a tag.")]
 KeyOption = Annotated[
@@ -43,23 +48,10 @@ PrincipalOption = Annotated[
     typer.Option(
         "--principal",
         envvar="IMMUTRAIL_PRINCIPAL",
-        help="Sign with this principal's only usable key here.",
+        help="Sign with this principal's only usable key here (once access control is set up: "
+        "it must be the --as caller).",
     ),
 ]
-KeyFileOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--key-file",
-        metavar="PATH",
-        help="A private key kept elsewhere; its public key must be announced in the ledger.",
-    ),
-]
-
-
-@contextmanager
-def _opened(home: Path, db: str | None) -> Iterator[tuple[Store, Ledger]]:
-    with open_ledger(home, db) as ledger:
-        yield Store.for_home(home), ledger
 
 
 def signing_key(
@@ -80,10 +72,40 @@ def signing_key(
     )
 
 
+def signer_of(
+    home: Path,
+    ledger: Ledger,
+    who: Actor,
+    caller: Caller,
+    key: str | None,
+    principal: str | None,
+    fallback: str | None,
+) -> SigningKey:
+    """The key a command signs with.
+
+    Once access control is set up it is the caller's own (the key it authenticated with): naming
+    another principal or key is refused. In setup mode it is the key named by --key, --principal
+    or --key-file, else ``fallback``'s only key here.
+    """
+    if who.authenticated:
+        return who.signer(principal=principal, key=key)
+    named = any(v is not None for v in (key, principal, caller.key_file))
+    return signing_key(
+        home,
+        ledger,
+        key,
+        principal if named else fallback,
+        caller.key_file,
+        caller.passphrase_file,
+    )
+
+
 def sign(
     digest: DigestArgument,
     key: KeyOption = None,
     principal: PrincipalOption = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
     key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
@@ -92,12 +114,18 @@ def sign(
 ) -> None:
     """Sign an image's manifest digest (a DSSE in-toto statement, attached; image.signed).
 
-    Exit codes: 0 signed; 2 refused, nothing attached or recorded (unknown image, unknown or
-    revoked key, wrong passphrase, already signed by this principal); 3 store or ledger error.
+    Needs image.sign once access control is set up, and signs with the caller's own key.
+    Exit codes: 0 signed; 1 not authenticated or not allowed; 2 refused, nothing attached or
+    recorded (unknown image, unknown or revoked key, wrong passphrase, already signed by this
+    principal, signing as another principal or with a token); 3 store or ledger error.
     """
-    with errors_to_exit_codes(), _opened(home, db) as (store, ledger):
-        signer = signing_key(home, ledger, key, principal, key_file, passphrase_file)
-        done = sign_image(store, ledger, home, digest, signer)
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.IMAGE_SIGN, caller=caller) as (ledger, who),
+    ):
+        signer = signer_of(home, ledger, who, caller, key, principal, caller.principal)
+        done = sign_image(Store.for_home(home), ledger, home, digest, signer)
     if fmt is Format.json:
         emit_json(
             {"digest": done.digest, **done.signature.to_dict(), "ledger_index": done.ledger_index}
@@ -117,6 +145,8 @@ def approve(
     ] = None,
     key: KeyOption = None,
     principal: PrincipalOption = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
     key_file: KeyFileOption = None,
     passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
@@ -126,13 +156,21 @@ def approve(
     """Approve an image for one environment, signed with the approver's key (image.approved).
 
     The signed approval names the digest and the environment, so it cannot be replayed for
-    another image or environment. Exit codes: 0 approved; 2 refused, nothing attached or
-    recorded (unknown image, bad environment name, unknown or revoked key, a build key, wrong
-    passphrase, this principal already approved it for this environment); 3 store or ledger.
+    another image or environment. Needs image.approve once access control is set up, and signs
+    with the caller's own key. Exit codes: 0 approved; 1 not authenticated or not allowed; 2
+    refused, nothing attached or recorded (unknown image, bad environment name, unknown or
+    revoked key, a build key, wrong passphrase, this principal already approved it for this
+    environment, approving as another principal or with a token); 3 store or ledger.
     """
-    with errors_to_exit_codes(), _opened(home, db) as (store, ledger):
-        approver = signing_key(home, ledger, key, principal, key_file, passphrase_file)
-        done = approve_image(store, ledger, home, digest, env, approver, comment=comment)
+    caller = Caller(as_, token, key_file, passphrase_file)
+    with (
+        errors_to_exit_codes(),
+        authorized(home, db, Action.IMAGE_APPROVE, caller=caller) as (ledger, who),
+    ):
+        approver = signer_of(home, ledger, who, caller, key, principal, caller.principal)
+        done = approve_image(
+            Store.for_home(home), ledger, home, digest, env, approver, comment=comment
+        )
     if fmt is Format.json:
         emit_json(
             {"digest": done.digest, **done.approval.to_dict(), "ledger_index": done.ledger_index}
@@ -200,6 +238,10 @@ def verify(
             help="An outside public key that DSSE statements may be signed by (repeatable).",
         ),
     ] = None,
+    as_: AsOption = None,
+    token: TokenOption = None,
+    key_file: KeyFileOption = None,
+    passphrase_file: PassphraseFileOption = None,
     home: HomeOption = DEFAULT_HOME,
     db: DbOption = None,
     fmt: FormatOption = Format.text,
@@ -210,9 +252,11 @@ def verify(
     Each item is reported as verified, failed (why), needs-network (what), identity-not-checked
     (Sigstore bundles without --certificate-identity and --certificate-oidc-issuer), unverified
     (signed by no known key), missing (no SBOM) or ignored (an artifact type verify does not
-    check). Nothing is written. Exit codes: 0 every item verified (or ignored); 1 anything else;
-    2 usage or input error (unknown image, bad key or trusted root); 3 store or ledger error.
+    check). Nothing is written. Needs ledger.read once access control is set up. Exit codes: 0
+    every item verified (or ignored); 1 anything else, or not authenticated or not allowed; 2
+    usage or input error (unknown image, bad key or trusted root); 3 store or ledger error.
     """
+    caller = Caller(as_, token, key_file, passphrase_file)
     with errors_to_exit_codes():
         if (certificate_identity is None) != (certificate_oidc_issuer is None):
             raise SigningInputError(
@@ -224,10 +268,13 @@ def verify(
 
             identity = IdentityPolicy(certificate_identity, certificate_oidc_issuer)
         options = VerifyOptions(identity, trusted_root, load_keys(key or []))
-        with _opened(home, db) as (store, ledger), progress("verifying", None) as bar:
+        with (
+            authorized(home, db, Action.LEDGER_READ, caller=caller) as (ledger, _),
+            progress("verifying", None) as bar,
+        ):
             task = bar.task_ids[0]
             report = verify_image(
-                store,
+                Store.for_home(home),
                 ledger,
                 digest,
                 options,

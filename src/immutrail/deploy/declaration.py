@@ -371,8 +371,15 @@ def declared(ledger: Ledger, environment: str) -> dict[str, Declared]:
         payload = event.payload
         if payload.get("environment") != environment:
             continue
-        service = str(payload["service"])
-        spec = ServiceSpec.from_json(environment, service, payload["spec"])
+        try:
+            service = str(payload["service"])
+            spec = ServiceSpec.from_json(environment, service, payload["spec"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # Only a hand-appended event can be malformed: say which, rather than guess.
+            raise RuntimeDriverError(
+                f"ledger entry {row.index}: {EVENT_DECLARED} is malformed ({exc!r}): it was "
+                "appended by hand, not by `immutrail env declare`"
+            ) from exc
         found[service] = Declared(spec, event.actor, event.time, row.index)
     return dict(sorted(found.items()))
 

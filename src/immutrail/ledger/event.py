@@ -29,7 +29,8 @@ from immutrail.crypto.keys import PrivateKey, PublicKey
 
 from .errors import EventFormatError
 
-MAX_ENTRY_BYTES = 64 * 1024
+MAX_ENTRY_BYTES = 64 * 1024 - 1
+"""64 KiB less one byte: a C2SP tlog-tiles entry bundle prefixes each entry with a uint16."""
 """The largest canonical entry accepted, in bytes (documented in the README)."""
 
 MAX_PAYLOAD_DEPTH = 32
@@ -103,7 +104,10 @@ def time_us(text: str) -> int:
     runs once an appended event.
     """
     if _NORMALIZED_RE.fullmatch(text):
-        return (datetime.fromisoformat(text[:-1]) - _EPOCH) // _MICROSECOND
+        try:
+            return (datetime.fromisoformat(text[:-1]) - _EPOCH) // _MICROSECOND
+        except ValueError:
+            pass  # well-formed but impossible (month 13): parse_time says why, typed
     moment = parse_time(text).astimezone(UTC).replace(tzinfo=None)
     return (moment - _EPOCH) // _MICROSECOND
 
