@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from conftest import _in_ci
+from artifacts.conftest import in_ci
 
 CHROMIUM = Path("/usr/bin/chromium")
 STEP_TIMEOUT_MS = 10_000
@@ -23,7 +23,7 @@ STEP_TIMEOUT_MS = 10_000
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         message = f"Chromium not available at {CHROMIUM} (apt-get install chromium)"
-        if _in_ci():
+        if in_ci():
             pytest.fail(f"{message} and CI=true", pytrace=False)
         pytest.skip(message)
     with sync_playwright() as playwright:

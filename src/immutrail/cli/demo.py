@@ -129,20 +129,28 @@ def demo(
         running = (
             "Prod is still running (--keep)" if keep else "Everything the demo started is stopped"
         )
-        evidence = (result.steps.get("auditor") or {}).get("evidence")
+        auditor = result.steps.get("auditor") or {}
+        evidence, report = auditor.get("evidence"), auditor.get("report")
+        moment = auditor.get("at", "2026-01-01T00:00:00Z")
         stdout.print(
             f"The ledger: {home}/ledger.db\n"
             f"The desired-state repository: {home}/desired-state\n"
             f"The image store: {home}/store\n"
             f"The example repository: {result.repository.resolve()}\n"
             + (f"The evidence bundle: {Path(evidence).resolve()}\n" if evidence else "")
+            + (f"The SOC 2 report: {Path(report).resolve()}\n" if report else "")
             + f"{running}. Explore it as one of the cast (examples/demo/principals.yaml), e.g.\n"
             f"  export IMMUTRAIL_HOME={home} IMMUTRAIL_PRINCIPAL={story.AUDITOR}\n"
-            f"  immutrail status prod\n"
+            f"  immutrail audit at {moment} --env prod\n"
+            f"  immutrail audit changes --env prod --from 2026-01-01T00:00:00Z --to "
+            f"2100-01-01T00:00:00Z\n"
             f"  immutrail ledger list\n"
             f"  immutrail ledger verify\n"
-            f"  immutrail principal list\n"
-            f"  IMMUTRAIL_PRINCIPAL={story.OPERATOR} immutrail drift check prod",
+            f"  immutrail status prod\n"
+            f"  IMMUTRAIL_PRINCIPAL={story.OPERATOR} immutrail drift check prod\n"
+            f"  immutrail serve            # the API and the web UI at http://127.0.0.1:8700/ui/;\n"
+            f"  IMMUTRAIL_PRINCIPAL={story.ADMIN} immutrail token create --for {story.AUDITOR} "
+            f"--expires-in 8h   # its login token",
             markup=False,
         )
     if not result.ok:
