@@ -231,6 +231,23 @@ class Fleet:
             },
         )
 
+    def checked(self, environment: str, instances: int, kinds: list[str]) -> int:
+        """A whole drift check's ``drift.checked`` (its findings are recorded apart)."""
+        return self._append(
+            "drift.checked",
+            RECONCILER,
+            environment,
+            {
+                "environment": environment,
+                "source": "check",
+                "instances_checked": instances,
+                "files_hashed": 0,
+                "findings": len(kinds),
+                "kinds": sorted(set(kinds)),
+                "rules": None,
+            },
+        )
+
     def remediated(self, environment: str, service: str, instance: str, replaced_by: str) -> int:
         return self._append(
             "drift.remediated",

@@ -177,6 +177,7 @@ def make_history(root: Path, clock: Clock) -> History:
         drifted = v1_deploy.created[0]
         clock.set(2, 10)
         index["drift"] = fleet.drift("prod", "hello", drifted, "/opt/hello/server.py")
+        index["drift-check"] = fleet.checked("prod", 2, ["file-changed"])
 
     clock.set(8, 9)
     found = cli(
@@ -376,10 +377,10 @@ def test_unauthenticated_actors_are_exceptions_and_signed_events_are_not(soc2: R
     assert "image.signed" not in " ".join(actors.values())
     assert "image.approved" not in " ".join(actors.values())
     events = soc2.metrics["events"]
-    assert (events["in_window"], events["authenticated"]) == (94, 10)
+    assert (events["in_window"], events["authenticated"]) == (95, 10)
 
 
-def test_control_statuses(soc2: Report, pci: Report) -> None:
+def test_control_statuses(history: History, soc2: Report, pci: Report) -> None:
     status = {c.id: c.status for c in soc2.controls}
     assert status == dict.fromkeys(
         ("CC6.1", "CC6.2", "CC6.3", "CC6.8", "CC7.1", "CC7.2", "CC8.1"), "partial"
@@ -414,6 +415,11 @@ def test_control_statuses(soc2: Report, pci: Report) -> None:
         "10.3.4": "satisfied",
         "11.5.2": "satisfied",
     }
+    # change detection is shown by the checks that ran, clean or not, not by findings alone
+    (fim,) = [c for c in pci.controls if c.id == "11.5.2"]
+    assert [(e.kind, e.count, [c.index for c in e.citations]) for e in fim.required] == [
+        ("drift_checks", 1, [history.index["drift-check"]])
+    ]
     assert pci.status_counts() == {"satisfied": 8, "partial": 4, "no evidence": 4}
 
 

@@ -8,6 +8,7 @@ from immutrail.audit import vocabulary as v
 from immutrail.baseline import attestation as baseline
 from immutrail.baseline import runner
 from immutrail.deploy import admission, declaration, engine, keep_logs, observe, reconcile
+from immutrail.drift import check as drift
 from immutrail.policy import desired, evidence, exceptions, imagetest, registry
 from immutrail.scan import attestation as scan_attestation
 from immutrail.scan import scanner
@@ -45,6 +46,9 @@ def test_event_types_are_the_writers_own() -> None:
         (v.INSTANCE_LOST, observe.EVENT_LOST),
         (v.CHAOS_TERMINATED, reconcile.EVENT_CHAOS),
         (v.LOGS_KEPT, keep_logs.EVENT_LOGS_KEPT),
+        (v.DRIFT_DETECTED, drift.EVENT_DETECTED),
+        (v.DRIFT_REMEDIATED, drift.EVENT_REMEDIATED),
+        (v.DRIFT_CHECKED, drift.EVENT_CHECKED),
     ]
     assert [a for a, b in pairs if a != b] == []
     assert set(v.DEPLOYMENT_ENDS) == set(engine.FINISHED)

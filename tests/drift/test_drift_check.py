@@ -49,6 +49,11 @@ def test_clean_environment_has_no_findings_even_with_logs_in_scratch(env: Env) -
         report = cli(env.home, "drift", "check", "prod")
         assert report["clean"] and report["instances_checked"] == 2
     assert env.events("drift.detected") == []
+    # clean comparisons leave their trace too: regular change detection shows in the ledger
+    checked = env.events("drift.checked")[-2:]
+    assert [(c["subject"], c["instances_checked"], c["findings"], c["kinds"]) for c in checked] == [
+        ("prod", 2, 0, [])
+    ] * 2
 
 
 def test_a_file_written_into_a_running_root_is_found_and_healed_by_replacement(env: Env) -> None:
@@ -70,6 +75,8 @@ def test_a_file_written_into_a_running_root_is_found_and_healed_by_replacement(e
     assert filesystem[0]["severity"] == "critical" and "800-190" in filesystem[0]["control"]
     detected = env.events("drift.detected")[-1]
     assert detected["subject"] == victim.id and detected["findings"][0]["kind"] == "filesystem"
+    checked = env.events("drift.checked")[-1]
+    assert (checked["findings"], checked["kinds"]) == (len(found["findings"]), ["filesystem"])
 
     with Load(env.port) as load:
         healed = cli(env.home, "drift", "check", "prod", "--remediate")

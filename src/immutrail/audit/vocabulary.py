@@ -50,6 +50,7 @@ TRAFFIC_SWITCHED = "traffic.switched"
 LOGS_KEPT = "instance.logs.kept"
 DRIFT_DETECTED = "drift.detected"
 DRIFT_REMEDIATED = "drift.remediated"
+DRIFT_CHECKED = "drift.checked"
 
 # -- attestations ----------------------------------------------------------------------------------
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"

@@ -43,6 +43,7 @@ from .processes import TOP_ARGS, HostProcesses, Process, container_processes, si
 from .rules import EVENT_RULE_MATCHED, INPUT_SCHEMA_VERSION, Evaluator, Outcome, current_rules
 
 EVENT_DETECTED = "drift.detected"
+EVENT_CHECKED = "drift.checked"
 EVENT_REMEDIATED = "drift.remediated"
 EVIDENCE_TYPE = "application/vnd.immutrail.drift-evidence.v1+json"
 INTERACTIVE_ACCESS = "NIST SP 800-190 4.4.4: no interactive access to instances"
@@ -173,12 +174,15 @@ def drift_check(
     full: bool = False,
     only: Collection[str] | None = None,
     between: Callable[[], None] | None = None,
+    record: bool = True,
 ) -> DriftReport:
     """Observe every declared service of ``environment``; record and return the findings.
 
     ``only``: check these instances alone (no replica count, no search for undeclared
     services). ``between``: called after each instance (``drift watch`` handles the engine's
-    events there, so that a long check does not delay them).
+    events there, so that a long check does not delay them). ``record``: a whole check ends
+    with a ``drift.checked`` event, clean or not, so that regular comparisons show in the
+    ledger (``drift watch`` records one an hour).
     """
     ruleset = current_rules(ctx.ledger, environment)
     shared = _Shared(
@@ -238,7 +242,29 @@ def drift_check(
                 )
                 report.findings.append(finding)
                 record_detected(ctx, environment, instance, [finding])
+    if record:
+        record_checked(ctx, report)
     return report
+
+
+def record_checked(ctx: Context, report: DriftReport) -> None:
+    """The ``drift.checked`` event of one whole check: what was compared, and how it ended."""
+    ctx.ledger.append(
+        Event.create(
+            EVENT_CHECKED,
+            ctx.actor,
+            report.environment,
+            {
+                "environment": report.environment,
+                "source": report.source,
+                "instances_checked": report.instances_checked,
+                "files_hashed": report.files_hashed,
+                "findings": len(report.findings),
+                "kinds": sorted({f.kind for f in report.findings}),
+                "rules": report.rules,
+            },
+        )
+    )
 
 
 def remediate(ctx: Context, report: DriftReport) -> None:

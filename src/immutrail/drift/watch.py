@@ -66,6 +66,9 @@ SETTLE_S = 0.3
 RECHECK_S = 1.0
 """After a container starts, dies or is removed, how long before the full check."""
 MAX_REMEMBERED = 10_000
+RECORD_EVERY_S = 3600.0
+"""How often a full check under watch is recorded as drift.checked: often enough to show
+regular comparisons (PCI DSS 11.5.2 asks for weekly), rare enough not to flood the ledger."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ class DriftWatch:
         self.followers: dict[int, EngineEvents] = {}
         self.checks = 0
         self._full_due = 0.0
+        self._record_due = 0.0
+        """When the next full check ends with a drift.checked event: the first, then hourly."""
         self._pending: dict[str, float] = {}
         """Instance id -> when to check it on its own."""
         self._execs: OrderedDict[str, None] = OrderedDict()
@@ -226,7 +231,10 @@ class DriftWatch:
                 follower.stop()
 
     def _full_check(self) -> None:
-        report = drift_check(self.ctx, self.environment, between=self._drain)
+        record = time.monotonic() >= self._record_due
+        report = drift_check(self.ctx, self.environment, between=self._drain, record=record)
+        if record:
+            self._record_due = time.monotonic() + RECORD_EVERY_S
         self._finish(report)
         self.checks += 1
         self._full_due = time.monotonic() + self.interval

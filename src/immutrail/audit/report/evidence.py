@@ -35,6 +35,7 @@ _TYPES: dict[str, tuple[str, ...]] = {
     "deployments": (v.DEPLOYMENT_STARTED,),
     "replacements": (v.INSTANCE_DESTROYED,),
     "admission_refusals": (v.ADMISSION_REFUSED, v.DEPLOYMENT_REFUSED),
+    "drift_checks": (v.DRIFT_CHECKED,),
     "drift_findings": (v.DRIFT_DETECTED,),
     "drift_remediations": (v.DRIFT_REMEDIATED,),
     "vuln_exceptions": (v.EXCEPTION_GRANTED,),
