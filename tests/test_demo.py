@@ -64,6 +64,13 @@ def test_demo_tells_the_whole_story_and_reruns_clean(tmp_path: Path) -> None:
             assert auditor["v2_named"] and auditor["digests"] == [release["digest"]]
             assert auditor["approvers"] == sorted(REVIEWERS) and auditor["instances"] == 2
             assert auditor["evidence_verified"] and Path(auditor["evidence"]).is_file()
+            assert auditor["report_change_management"] == "satisfied"
+            report = json.loads(Path(auditor["report"]).with_suffix(".json").read_text())
+            # every actor proved who they were (key announcements included, signed by the
+            # announcer; the first admin's by the bootstrap): the one exception is the drift
+            assert [e["kind"] for e in report["exceptions"]] == ["drift"]
+            controls = {c["id"]: c["status"] for c in report["controls"]}
+            assert controls["CC6.1"] == controls["CC6.2"] == "satisfied"
             tamper = out["tamper"]
             assert tamper["clean_verify_ok"]
             assert tamper["caught"] and tamper["detected_at"] == tamper["tampered_index"]

@@ -3,6 +3,7 @@ parts that write them (the offline verifier must not load them); these pins keep
 
 from __future__ import annotations
 
+from immutrail.access import registry as access
 from immutrail.artifacts import attach, attestations, builder, importer, provenance, statements
 from immutrail.audit import vocabulary as v
 from immutrail.baseline import attestation as baseline
@@ -49,6 +50,7 @@ def test_event_types_are_the_writers_own() -> None:
         (v.DRIFT_DETECTED, drift.EVENT_DETECTED),
         (v.DRIFT_REMEDIATED, drift.EVENT_REMEDIATED),
         (v.DRIFT_CHECKED, drift.EVENT_CHECKED),
+        (v.PRINCIPAL_CREATED, access.EVENT_PRINCIPAL_CREATED),
     ]
     assert [a for a, b in pairs if a != b] == []
     assert set(v.DEPLOYMENT_ENDS) == set(engine.FINISHED)

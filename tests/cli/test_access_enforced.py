@@ -152,6 +152,7 @@ def test_own_keys_need_a_key_and_others_need_keys_manage(world: World) -> None:
     assert auditor.code == 1 and "may not keys.manage.own" in auditor.stderr, auditor
     assert size(world.home) == start
 
+    authenticating_key = keyid_of(world, "p-deployer")
     made = invoke(
         world.home,
         ["keys", "generate"],
@@ -162,6 +163,8 @@ def test_own_keys_need_a_key_and_others_need_keys_manage(world: World) -> None:
     new_key = made.json()["keyid"]
     (event,) = events_since(world.home, start)
     assert (event["type"], event["actor"]) == ("key.created", "p-deployer")
+    # announced with the key the caller authenticated with: the chain of keys is in the ledger
+    assert event["signature"]["keyid"] == authenticating_key
 
     revoked = invoke(
         world.home,
@@ -170,7 +173,9 @@ def test_own_keys_need_a_key_and_others_need_keys_manage(world: World) -> None:
         credentials=["--as", "p-deployer"],
     )
     assert revoked.code == 0, revoked
-    assert events_since(world.home, start + 1)[0]["actor"] == "p-deployer"
+    revocation = events_since(world.home, start + 1)[0]
+    assert revocation["actor"] == "p-deployer"
+    assert revocation["signature"]["keyid"] in (authenticating_key, new_key)
     (world.home / KEYS_DIR / "p-deployer" / f"{new_key}.key").unlink()  # keep one key per principal
 
 

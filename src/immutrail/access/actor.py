@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from immutrail.artifacts.statements import EVENT_KEY_CREATED, EVENT_KEY_REVOKED
 from immutrail.keys.keystore import SigningKey
 from immutrail.keys.passphrase import PassphraseSource
 from immutrail.ledger.event import Event, sign_event
@@ -36,15 +35,12 @@ from .registry import AccessState
 __all__ = ["Actor", "SigningLedger", "act", "authorize_key_change", "setup_actor"]
 
 
-_UNSIGNED = frozenset({EVENT_KEY_CREATED, EVENT_KEY_REVOKED})
-"""Key announcements stay unsigned: a verifier (ledger verify, an evidence bundle) learns keys
-from them, so signing them would make every key depend on the chain of keys that announced it."""
-
-
 class SigningLedger(Ledger):
     """The same ledger (same store), but every unsigned event whose actor is ``principal`` is
-    signed with ``key`` as it is appended (key announcements excepted): library code that
-    appends events as the caller produces signed events without knowing about keys."""
+    signed with ``key`` as it is appended: library code that appends events as the caller
+    produces signed events without knowing about keys. Key announcements too: a verifier then
+    follows the chain of keys that announced each other back to the first admin's, announced
+    at the bootstrap (evidence bundles carry that chain)."""
 
     def __init__(self, ledger: Ledger, principal: str, key: SigningKey) -> None:
         # The same store and checkpoint signer: one ledger, one more behaviour.
@@ -55,7 +51,7 @@ class SigningLedger(Ledger):
     def append_batch(self, events: Sequence[Event]) -> list[Appended]:
         signed = [
             sign_event(e, self.key.private)
-            if e.signature is None and e.actor == self.principal and e.type not in _UNSIGNED
+            if e.signature is None and e.actor == self.principal
             else e
             for e in events
         ]

@@ -199,8 +199,13 @@ def _keys(
         item = source.at_index(index)
         if item is not None and item.text("artifact_type") == v.IN_TOTO_PAYLOAD_TYPE:
             wanted.update(_signer_keyids(content))
-    keys = []
-    for keyid in sorted(wanted):
+    keys: dict[str, dict[str, Any]] = {}
+    # A key announcement is itself signed by whoever announced it: follow those signers too,
+    # back to the first admin's key (announced unsigned, at the bootstrap).
+    while wanted:
+        keyid = wanted.pop()
+        if keyid in keys:
+            continue
         history = source.about(f"key:{keyid}")
         created = next((e for e in history if e.type == v.KEY_CREATED), None)
         if created is None:
@@ -208,8 +213,11 @@ def _keys(
         revoked = next(
             (e for e in history if e.type == v.KEY_REVOKED and e.index > created.index), None
         )
-        keys.append(_key_entry(keyid, created, revoked))
-    return sorted(keys, key=lambda k: int(k["index"]))
+        keys[keyid] = _key_entry(keyid, created, revoked)
+        for announcement in (created, revoked):
+            if announcement is not None and announcement.event.signature is not None:
+                wanted.add(announcement.event.signature["keyid"])
+    return sorted(keys.values(), key=lambda k: int(k["index"]))
 
 
 def _key_entry(keyid: str, created: Indexed, revoked: Indexed | None) -> dict[str, Any]:

@@ -51,6 +51,7 @@ LOGS_KEPT = "instance.logs.kept"
 DRIFT_DETECTED = "drift.detected"
 DRIFT_REMEDIATED = "drift.remediated"
 DRIFT_CHECKED = "drift.checked"
+PRINCIPAL_CREATED = "principal.created"
 
 # -- attestations ----------------------------------------------------------------------------------
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"

@@ -4,7 +4,10 @@ An actor is authenticated by an event when the event carries the actor's signatu
 ``key.created`` announced for that principal before the event and that was not revoked before
 it (the keys as they stood at the event's index, as docs/access.md replays them), or, unsigned,
 when its payload's ``auth`` names a token that ``token.created`` issued to the actor before the
-event, not revoked before it and not expired at its time. Anything else is a claimed name.
+event, not revoked before it and not expired at its time. The first admin's key is announced
+before anyone could sign: its unsigned ``key.created`` counts when the bootstrap's
+``principal.created`` names that key and carries a valid signature by it (proof of possession,
+the one trust-on-first-use step). Anything else is a claimed name.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ class _Token:
 
 
 def _live(created: int, revoked: int | None, at: int) -> bool:
-    return created < at and (revoked is None or revoked > at)
+    # The revocation itself may be signed with the key it revokes (as `ledger verify` and the
+    # bundle verifier accept): it counts up to and including its own index.
+    return created < at and (revoked is None or revoked >= at)
 
 
 class Authentication:
@@ -47,6 +52,7 @@ class Authentication:
     def __init__(self, source: EventSource) -> None:
         self.keys = _keys(source)
         self.tokens = _tokens(source)
+        self.bootstrap_key = _bootstrap_key(source, self.keys)
         self._judged: dict[int, str | None] = {}
 
     def method(self, item: Indexed) -> str | None:
@@ -57,6 +63,12 @@ class Authentication:
 
     def _method(self, item: Indexed) -> str | None:
         event = item.event
+        if (
+            event.signature is None
+            and item.type == v.KEY_CREATED
+            and event.subject == f"key:{self.bootstrap_key}"
+        ):
+            return "bootstrap"
         if event.signature is not None:
             key = self.keys.get(event.signature.get("keyid", ""))
             if (
@@ -108,6 +120,23 @@ def _keys(source: EventSource) -> dict[str, _Key]:
         if known is not None and known.revoked is None and item.index > known.created:
             keys[keyid] = _Key(known.public, known.principal, known.created, item.index)
     return keys
+
+
+def _bootstrap_key(source: EventSource, keys: dict[str, _Key]) -> str | None:
+    """The key of the bootstrap's ``principal.created``, when that event is signed by it."""
+    for item in source.of_type(v.PRINCIPAL_CREATED):
+        if item.payload.get("bootstrap") is not True or item.event.signature is None:
+            continue
+        keyid = str(item.event.signature.get("keyid", ""))
+        key = keys.get(keyid)
+        if key is None or key.principal != item.event.actor or key.created >= item.index:
+            return None
+        try:
+            verify_event_signature(item.event, key.public)
+        except CryptoError:
+            return None
+        return keyid
+    return None
 
 
 def _tokens(source: EventSource) -> dict[str, _Token]:
