@@ -43,20 +43,11 @@ from typing import Any
 from _common import ROOT, header, machine_info, print_table, print_targets, target, write_json
 from bench_deploy import cli, free_port
 
+sys.path.insert(0, str(ROOT / "tests"))
+from deploy.test_deploy_docker import DEFINITION, SERVE  # the tests' busybox image
+
 NAME = "drift_exec"
 BUSYBOX = Path("/bin/busybox")
-DEFINITION = """\
-base: scratch
-layers:
-  - source: bin/busybox
-    destination: /bin/busybox
-    mode: "0755"
-  - source: www
-    destination: /www
-entrypoint: ["/bin/busybox"]
-cmd: ["sleep", "3600"]
-"""
-SERVE = '["/bin/busybox", "sh", "-c", "exec /bin/busybox httpd -f -p 127.0.0.1:$PORT -h /www"]'
 POLICY = """\
 provenance: {required: false}
 vulnerabilities: {require_scan: false}

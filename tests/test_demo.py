@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from immutrail.demo import (
     REVIEWERS,
     SIGNER,
     VULNERABILITY,
+    Load,
     stop_everything,
 )
 from immutrail.deploy.endpoint import list_endpoints
@@ -77,12 +77,12 @@ def test_demo_tells_the_whole_story_and_reruns_clean(tmp_path: Path) -> None:
             running = LocalRuntime(home, Store.for_home(home)).list()
             if keep:
                 assert len(running) == 2 and len(list_endpoints(home)) == 1
-                assert _get(deploy["endpoint_port"]) == "hello v2 greeting=hello"
+                assert Load.get(deploy["endpoint_port"]) == "hello v2 greeting=hello"
                 first_port = deploy["endpoint_port"]
             else:  # nothing left running, not even what the first run kept
                 assert running == [] and list_endpoints(home) == []
                 with pytest.raises(OSError):
-                    _get(first_port)
+                    Load.get(first_port)
             assert (home / "ledger.db").exists() and (home / "desired-state" / "prod").is_dir()
             _every_event_names_a_principal_of_the_cast(home)
     finally:
@@ -111,15 +111,6 @@ def _every_event_names_a_principal_of_the_cast(home: Path) -> None:
     assert first["deployment.started"] == DEPLOYER and first["promotion.decided"] == DEPLOYER
     assert first["artifact.built"] == BUILDER and first["vulndb.imported"] == OPERATOR
     assert sum(e.signature is not None for e in events) > len(events) / 2
-
-
-def _get(port: int) -> str:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", "/")
-        return connection.getresponse().read().decode().strip()
-    finally:
-        connection.close()
 
 
 def test_demo_refuses_to_remove_a_folder_it_did_not_make(tmp_path: Path) -> None:

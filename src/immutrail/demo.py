@@ -305,19 +305,19 @@ class _Story:
     def deploy(self) -> dict[str, Any]:
         self._declare("hi")
         first = self.cli("deploy", "prod", by=DEPLOYER)["services"][0]
-        answer = _get(self.port)
+        answer = Load.get(self.port)
         self.say(
             "4. v2 is the first prod deployment (blue/green, 2 replicas)",
             f"{first['status']}: created {', '.join(first['created'])}; it answers '{answer}'",
         )
         self._declare("hello")  # a new setting: new instances, never a change in place
-        with _Load(self.port) as load:
+        with Load(self.port) as load:
             time.sleep(0.3)
             second = self.cli("deploy", "prod", by=DEPLOYER)["services"][0]
             time.sleep(0.3)
         running = {i.id for i in self._runtime().list("prod")}
         gone = not (set(first["created"]) & running)
-        after = _get(self.port)
+        after = Load.get(self.port)
         self.say(
             "4. A new setting is rolled out blue/green under steady load",
             f"{sum(load.answers.values())} requests, {len(load.failures)} failed; "
@@ -527,26 +527,31 @@ def _free_port() -> int:
         return port
 
 
-def _get(port: int) -> str:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", "/")
-        return connection.getresponse().read().decode().strip()
-    finally:
-        connection.close()
-
-
 @dataclass
-class _Load:
-    """Steady HTTP GETs, a new connection each, from one thread, bounded in time and count."""
+class Load:
+    """Steady HTTP GETs, a new connection each, from one thread, bounded in time and count
+    (the deployment tests use it too, with longer bounds)."""
 
     port: int
+    seconds: float = 60.0
+    requests: int = 50_000
+    pause: float = 0.005
     answers: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def __enter__(self) -> _Load:
+    @staticmethod
+    def get(port: int) -> str:
+        """One GET of the service's answer, stripped."""
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            connection.request("GET", "/")
+            return connection.getresponse().read().decode().strip()
+        finally:
+            connection.close()
+
+    def __enter__(self) -> Load:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -557,8 +562,8 @@ class _Load:
             self._thread.join(10)
 
     def _run(self) -> None:
-        deadline = time.monotonic() + 60
-        for _ in range(50_000):
+        deadline = time.monotonic() + self.seconds
+        for _ in range(self.requests):
             if self._stop.is_set() or time.monotonic() > deadline:
                 return
             try:
@@ -573,4 +578,4 @@ class _Load:
                     self.failures.append(f"status {response.status}")
             except (OSError, http.client.HTTPException) as exc:
                 self.failures.append(repr(exc))
-            time.sleep(0.005)
+            time.sleep(self.pause)

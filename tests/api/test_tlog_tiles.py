@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from artifacts.conftest import in_ci
 from immutrail.api.settings import ServerSettings
 from immutrail.api.tlog import Tile, TilePathError, parse_tile_path
 from immutrail.ledger.event import Event
@@ -32,10 +33,6 @@ GOCODE = Path(os.environ.get("GOCODE", "/usr/share/gocode"))
 SIZE = 70_000
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 @pytest.fixture(scope="module")
 def tlogclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build the Go client offline (GOPATH mode over the Debian x/mod source, as
@@ -46,7 +43,7 @@ def tlogclient(tmp_path_factory: pytest.TempPathFactory) -> Path:
     elif not (GOCODE / "src/golang.org/x/mod/sumdb/tlog/tile.go").is_file():
         reason = f"x/mod source not under {GOCODE} (apt-get install golang-golang-x-mod-dev)"
     if reason is not None:
-        if _in_ci():
+        if in_ci():
             pytest.fail(f"{reason} and CI=true", pytrace=False)
         pytest.skip(reason)
     work = tmp_path_factory.mktemp("go")

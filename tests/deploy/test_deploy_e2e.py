@@ -7,23 +7,21 @@ instances are replaced, with every request checked.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from artifacts.conftest import git, make_repo
+from immutrail import demo
 from immutrail.artifacts.builder import build
 from immutrail.artifacts.store import Store
 from immutrail.deploy.endpoint import Endpoint, list_endpoints
@@ -47,51 +45,12 @@ canary: {{steps: [25, 100], step_seconds: 0.5, max_error_rate: 0.05}}
 
 
 @dataclass
-class Load:
-    """HTTP GETs on a new connection each, from one thread, bounded in time and count."""
+class Load(demo.Load):
+    """The demo's steady load, with the longer bounds a test under heavy load needs."""
 
-    port: int
-    answers: Counter[str] = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    @staticmethod
-    def get(port: int) -> str:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        connection.request("GET", "/")
-        body = connection.getresponse().read().decode()
-        connection.close()
-        return body.strip()
-
-    def __enter__(self) -> Load:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        assert self._thread is not None
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 120
-        for _ in range(100_000):
-            if self._stop.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                connection.request("GET", "/")
-                response = connection.getresponse()
-                body = response.read().decode()
-                connection.close()
-                if response.status != 200:
-                    self.failures.append(f"status {response.status}")
-                else:
-                    self.answers[body.split()[1]] += 1
-            except (OSError, http.client.HTTPException) as exc:
-                self.failures.append(repr(exc))
-            time.sleep(0.002)
+    seconds: float = 120.0
+    requests: int = 100_000
+    pause: float = 0.002
 
 
 class Env:

@@ -8,6 +8,8 @@ on the way, so a column edited behind the ledger's back is an error, not a wrong
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from immutrail.artifacts.errors import ArtifactError
 from immutrail.artifacts.store import Store
 from immutrail.ledger.errors import EventFormatError
@@ -18,6 +20,15 @@ from immutrail.ledger.storage.interface import EntryFilter, EntryRow
 
 from .errors import AuditError
 from .source import Indexed, manifest_kind, parse_manifest
+
+
+def optional_store(home: Path) -> Store | None:
+    """``home``'s image store, or None when it has none (or it cannot be opened): answers then
+    leave artifact kinds unknown (provenance is not listed)."""
+    try:
+        return Store.for_home(home)
+    except ArtifactError:
+        return None
 
 
 class LedgerSource:

@@ -19,12 +19,10 @@ from rich.table import Table
 from rich.text import Text
 
 from immutrail.access.model import Action
-from immutrail.artifacts.errors import ArtifactError
-from immutrail.artifacts.store import Store
 from immutrail.audit.bundle import build_bundle, choose_checkpoints
 from immutrail.audit.errors import AuditInputError
 from immutrail.audit.queries import Answer, Query, at_query, changes_query, run_query, trace_query
-from immutrail.audit.reading import LedgerSource
+from immutrail.audit.reading import LedgerSource, optional_store
 from immutrail.audit.report import (
     DEFAULT_PATCH_DAYS,
     FRAMEWORKS,
@@ -68,18 +66,11 @@ FromOption = Annotated[str, typer.Option("--from", help="RFC 3339: the window's 
 ToOption = Annotated[str, typer.Option("--to", help="RFC 3339: the window's end (included).")]
 
 
-def _store(home: Path) -> Store | None:
-    try:
-        return Store.for_home(home)
-    except ArtifactError:
-        return None  # no image store: artifact kinds stay unknown (provenance is not listed)
-
-
 @contextlib.contextmanager
 def _source(home: Path, db: str | None, caller: Caller) -> Iterator[LedgerSource]:
     """The ledger as an event source, once the caller may read everything (audit.read)."""
     with authorized(home, db, Action.AUDIT_READ, caller=caller) as (ledger, _):
-        yield LedgerSource(ledger, _store(home))
+        yield LedgerSource(ledger, optional_store(home))
 
 
 def _short(digest: object, width: int = 12) -> str:
@@ -260,7 +251,7 @@ def evidence_command(
         started = time.perf_counter()
         caller = Caller(as_, token, key_file, passphrase_file)
         with authorized(home, db, Action.AUDIT_EXPORT, caller=caller) as (ledger, _):
-            built = build_bundle(ledger, _store(home), query, as_of=as_of)
+            built = build_bundle(ledger, optional_store(home), query, as_of=as_of)
         seconds = time.perf_counter() - started
         _write_new(output, built.data, overwrite)
         summary = {
@@ -361,7 +352,7 @@ def report_command(
         caller = Caller(as_, token, key_file, passphrase_file)
         with authorized(home, db, Action.AUDIT_EXPORT, caller=caller) as (ledger, _):
             anchor, _, signed = choose_checkpoints(ledger, None)
-            source = LedgerSource(ledger, _store(home), anchor.size)
+            source = LedgerSource(ledger, optional_store(home), anchor.size)
             report = build_report(source, framework, since, until, env, patch_days=patch_days)
         kind, data = _report_bytes(report, output, output_format)
         _write_new(output, data, overwrite)

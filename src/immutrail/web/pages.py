@@ -27,7 +27,7 @@ from immutrail.artifacts.store import Store
 from immutrail.audit.bundle import build_bundle
 from immutrail.audit.errors import AuditInputError
 from immutrail.audit.queries import at_query, changes_query, run_query, trace_query
-from immutrail.audit.reading import LedgerSource
+from immutrail.audit.reading import LedgerSource, optional_store
 from immutrail.ledger.errors import LedgerError, LedgerInputError
 from immutrail.ledger.event import parse_entry
 from immutrail.ledger.ledger import Ledger
@@ -66,10 +66,7 @@ Work = Callable[[Viewer, Ledger, ServerSettings], Response]
 
 
 def store_of(settings: ServerSettings) -> Store | None:
-    try:
-        return settings.store()
-    except ArtifactError:
-        return None  # no image store: artifact kinds stay unknown (provenance is not listed)
+    return optional_store(settings.home)
 
 
 def _diagnostics(exc: Exception) -> str:
