@@ -137,3 +137,27 @@ def home(tmp_path: Path) -> Iterator[Path]:
     ledger, _ = init_ledger(path)
     ledger.close()
     yield path
+
+
+def set_compression(repo: Path, compression: str) -> None:
+    """Make ``image.yaml`` of an APP_FILES repository use ``compression`` and commit it."""
+    if compression != "gzip":  # gzip is the default: the definition stays as it is
+        write_files(repo, {"image.yaml": f"{DEFINITION}compression: {compression}\n"})
+        commit_all(repo, f"compression: {compression}")
+
+
+PLAIN_FILES: dict[str, str | bytes | tuple[str | bytes, int]] = {
+    **APP_FILES,
+    # the same image with uncompressed layers, from the same commit
+    "plain.yaml": DEFINITION + "compression: none\n",
+    # a package, so that the SBOM has a component to compare
+    "app/lib/demo-1.2.dist-info/METADATA": (
+        "Metadata-Version: 2.1\nName: demo\nVersion: 1.2\nLicense-Expression: MIT\n"
+    ),
+}
+
+
+@pytest.fixture
+def plain_repo(tmp_path: Path) -> Path:
+    """APP_FILES with ``plain.yaml``: ``image.yaml`` with ``compression: none``."""
+    return make_repo(tmp_path / "plain-repo", PLAIN_FILES)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from immutrail.artifacts import oci
 from immutrail.artifacts.builder import BuildResult, build
 from immutrail.artifacts.export import export_image
 from immutrail.artifacts.registry import push
@@ -75,15 +76,20 @@ def engine() -> Iterator[Engine]:
         skip_or_fail(f"no Docker engine: {exc}")
 
 
-@pytest.fixture
-def busybox_image(tmp_path: Path, home: Path) -> BuildResult:
+@pytest.fixture(params=["gzip", "none"])
+def busybox_image(tmp_path: Path, home: Path, request: pytest.FixtureRequest) -> BuildResult:
+    """The image with gzip layers, and again with uncompressed ones (``compression: none``)."""
     if not BUSYBOX.is_file() or not is_static_elf(BUSYBOX):
         skip_or_fail(f"{BUSYBOX} is not a static binary (apt-get install busybox-static)")
+    definition = f"{DEFINITION}compression: {request.param}\n"
     repo = make_repo(
         tmp_path / "hello",
-        {"image.yaml": DEFINITION, "bin/busybox": (BUSYBOX.read_bytes(), 0o755)},
+        {"image.yaml": definition, "bin/busybox": (BUSYBOX.read_bytes(), 0o755)},
     )
-    return build(repo / "image.yaml", home, tag="hello:1")
+    built = build(repo / "image.yaml", home, tag="hello:1")
+    expected = oci.LAYER_TAR if request.param == "none" else oci.LAYER_GZIP
+    assert [layer.media_type for layer in built.layers] == [expected]
+    return built
 
 
 def run(engine: Engine, image: str, *command: str) -> str:

@@ -12,11 +12,14 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from immutrail.artifacts import oci
 from immutrail.artifacts.builder import build
 from immutrail.artifacts.export import export_image
 from immutrail.artifacts.store import Store
 
-from .conftest import need_tool
+from .conftest import need_tool, set_compression
 
 
 def tool(*args: str) -> str:
@@ -25,8 +28,12 @@ def tool(*args: str) -> str:
     return done.stdout
 
 
-def test_skopeo_inspects_the_store_and_the_export(repo: Path, home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_skopeo_inspects_the_store_and_the_export(
+    repo: Path, home: Path, tmp_path: Path, compression: str
+) -> None:
     skopeo = need_tool("skopeo")
+    set_compression(repo, compression)
     result = build(repo / "image.yaml", home, tag="app:1")
     store = home / "store"
     info = json.loads(tool(skopeo, "inspect", f"oci:{store}:app:1"))
@@ -35,6 +42,8 @@ def test_skopeo_inspects_the_store_and_the_export(repo: Path, home: Path, tmp_pa
     assert (info["Os"], info["Architecture"]) == ("linux", "amd64")
     raw = tool(skopeo, "inspect", "--raw", f"oci:{store}:app:1")
     assert Store.for_home(home).read_blob(result.digest) == raw.encode()
+    media_type = oci.LAYER_TAR if compression == "none" else oci.LAYER_GZIP
+    assert [layer["mediaType"] for layer in json.loads(raw)["layers"]] == [media_type] * 2
 
     archive = tmp_path / "app.tar"
     export_image(Store.for_home(home), "app:1", archive)
@@ -62,8 +71,12 @@ def tree(root: Path) -> dict[str, tuple[str, int, int, int, str]]:
     return out
 
 
-def test_umoci_unpacks_the_definitions_content(repo: Path, home: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_umoci_unpacks_the_definitions_content(
+    repo: Path, home: Path, tmp_path: Path, compression: str
+) -> None:
     umoci = need_tool("umoci")
+    set_compression(repo, compression)
     build(repo / "image.yaml", home, tag="app:1")
     bundle = tmp_path / "bundle"
     as_root = os.geteuid() == 0

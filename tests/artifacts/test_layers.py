@@ -15,10 +15,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from immutrail.artifacts import oci
 from immutrail.artifacts.definition import LayerSpec
 from immutrail.artifacts.digests import HashingWriter
 from immutrail.artifacts.errors import SourceError
@@ -29,6 +32,7 @@ from immutrail.artifacts.layers import (
     Kind,
     LayerResult,
     complete,
+    tar_header,
     write_layer,
 )
 from immutrail.artifacts.sources import GitCommitTree, SourceFile, SourceKind, WorkTree
@@ -256,6 +260,51 @@ def test_threaded_compression_gives_the_bytes_of_one_gzip_stream() -> None:
     assert result.inputs == {}  # entries without a repository source report no input
 
 
+def test_uncompressed_layer_is_the_tar_itself_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``none`` writes the bytes gzip would have compressed, with no thread, through the sink's
+    own hash when it is a fresh HashingWriter (the store's blob writer): no second hash."""
+    rnd = random.Random(3)
+    noise = rnd.randbytes(2 * COMPRESS_CHUNK + 7)
+    entries = [
+        Entry("a/noise", Kind.FILE, 0o644, size=len(noise), open=opener(noise), source="n"),
+        Entry("a/link", Kind.SYMLINK, 0o777, linkname="noise"),
+        Entry("a/empty", Kind.FILE, 0o600, size=0, open=opener(b"")),
+    ]
+    compressed = io.BytesIO()
+    gzipped = write_layer(entries, compressed, EPOCH)
+    plain = io.BytesIO()
+    sink = HashingWriter(plain)
+    made: list[HashingWriter] = []
+    real_init = HashingWriter.__init__
+
+    def counting(self: HashingWriter, target: Any = None) -> None:
+        made.append(self)
+        real_init(self, target)
+
+    monkeypatch.setattr(HashingWriter, "__init__", counting)
+    started = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda _: pytest.fail("a thread was started"))
+    result = write_layer(entries, sink, EPOCH, compression="none")
+    monkeypatch.setattr(threading.Thread, "start", started)
+
+    assert made == []  # the sink's hash is the diff_id
+    assert plain.getvalue() == gzip.decompress(compressed.getvalue())
+    assert result.diff_id == sink.digest == gzipped.diff_id
+    assert result.uncompressed_size == sink.size == len(plain.getvalue())
+    assert (result.media_type, gzipped.media_type) == (oci.LAYER_TAR, oci.LAYER_GZIP)
+    assert result.inputs == gzipped.inputs == {"n": hashlib.sha256(noise).hexdigest()}
+    # any other sink: the writer hashes the tar itself
+    other = io.BytesIO()
+    again = write_layer(entries, other, EPOCH, compression="none")
+    assert other.getvalue() == plain.getvalue() and again.diff_id == result.diff_id
+    assert len(made) == 1
+
+
+def test_an_unknown_compression_is_refused() -> None:
+    with pytest.raises(SourceError, match="unknown layer compression 'zstd'"):
+        write_layer([Entry("a", Kind.DIRECTORY, 0o755)], io.BytesIO(), EPOCH, compression="zstd")
+
+
 def test_a_failing_sink_stops_the_layer_and_its_thread() -> None:
     class Full:
         written = 0
@@ -335,3 +384,112 @@ def test_link_targets_are_read_in_one_request(tmp_path: Path) -> None:
     with GitCommitTree(root, "HEAD") as tree:
         links = {f.path: f.linkname for f in tree.files() if f.kind is SourceKind.SYMLINK}
     assert links == {"app/l1": "a", "app/sub/l2": "../a", "app/l3": "sub"}
+
+
+# -- the tar bytes are tarfile's ---------------------------------------------------------------
+
+_NAME_CHARS = st.characters(blacklist_characters="\0/", blacklist_categories=("Cs",))
+_COMPONENT = st.text(_NAME_CHARS, min_size=1, max_size=40).filter(lambda p: p not in (".", ".."))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    parts=st.lists(_COMPONENT, min_size=1, max_size=5),
+    kind=st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE]),
+    mode=st.integers(0, 0o7777),
+    uid=st.one_of(st.integers(0, 0o7777777), st.integers(0o7777777, 2**40)),
+    gid=st.integers(0, 0o7777777 + 5),
+    size=st.one_of(st.integers(0, 10**6), st.integers(8**11 - 2, 8**11 + 2)),
+    mtime=st.one_of(st.integers(0, 2**33), st.integers(8**11 - 2, 8**11 + 2)),
+    link=st.text(_NAME_CHARS, max_size=120),
+)
+def test_tar_header_is_tarfiles_gnu_header(
+    parts: list[str], kind: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, link: str
+) -> None:
+    """The fast header, against tarfile's own for names and links up to and past 100 bytes,
+    ids, sizes and times at the edge of what octal fields hold (tarfile's base-256 beyond)."""
+    info = tarfile.TarInfo("/".join(parts))
+    info.type, info.mode, info.uid, info.gid, info.mtime = kind, mode, uid, gid, mtime
+    info.uname = info.gname = ""
+    if kind == tarfile.REGTYPE:
+        info.size = size
+    if kind == tarfile.SYMTYPE:
+        info.linkname = link
+    assert tar_header(info) == info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+
+
+def test_layer_bytes_are_what_tarfile_writes() -> None:
+    """write_layer against tarfile.TarFile writing the same members (GNU format): the header,
+    content, padding and end-of-archive bytes, over a long name, a long link, an empty file, a
+    file of exactly one block and one of several MiB."""
+    rnd = random.Random(5)
+    long_dir = "d" * 60 + "/" + "e" * 60
+    contents = {
+        "a/empty": b"",
+        "a/block": rnd.randbytes(512),
+        "a/big": rnd.randbytes(2 * COMPRESS_CHUNK + 3),
+        f"{long_dir}/file-with-a-long-name": b"x" * 700,
+        "a/\udcff-not-utf8": b"surrogate",
+    }
+    entries = [
+        Entry(path, Kind.FILE, 0o640, 7, 8, size=len(data), open=opener(data))
+        for path, data in contents.items()
+    ]
+    entries.append(Entry("a/link", Kind.SYMLINK, 0o777, linkname="../" + "l" * 150))
+    ordered = complete(entries)
+    sink = HashingWriter(written := io.BytesIO())
+    write_layer(ordered, sink, EPOCH, compression="none")
+
+    expected = io.BytesIO()
+    with tarfile.TarFile(
+        fileobj=expected, mode="w", format=tarfile.GNU_FORMAT, errors="surrogateescape"
+    ) as tar:
+        for entry in ordered:
+            info = tarfile.TarInfo(entry.path)
+            info.mtime, info.mode, info.uid, info.gid = EPOCH, entry.mode, entry.uid, entry.gid
+            info.uname = info.gname = ""
+            if entry.kind is Kind.DIRECTORY:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            elif entry.kind is Kind.SYMLINK:
+                info.type, info.linkname = tarfile.SYMTYPE, entry.linkname
+                tar.addfile(info)
+            else:
+                info.size = entry.size
+                tar.addfile(info, io.BytesIO(contents[entry.path]))
+    assert written.getvalue() == expected.getvalue()
+    assert len(written.getvalue()) % tarfile.RECORDSIZE == 0
+
+
+@pytest.mark.parametrize(
+    "path", ["", "/a", "a/", "a//b", "./a", "a/.", "a/./b", "..", "a/../b", "a/..", "a\0b"]
+)
+def test_paths_that_are_not_normal_are_refused(path: str) -> None:
+    with pytest.raises(SourceError, match="not a normalized relative path"):
+        complete([Entry(path, Kind.DIRECTORY, 0o755)])
+
+
+def test_parents_are_added_once_and_a_file_cannot_be_a_parent() -> None:
+    entries = complete(
+        [
+            Entry("a/b/c/f", Kind.FILE, 0o644, size=0, open=opener(b"")),
+            Entry("a/b/g", Kind.FILE, 0o644, size=0, open=opener(b"")),
+            Entry("a/b", Kind.DIRECTORY, 0o700),
+            Entry("..a", Kind.DIRECTORY, 0o755),
+        ]
+    )
+    assert [(e.path, e.mode) for e in entries] == [
+        ("..a", 0o755),
+        ("a", 0o755),
+        ("a/b", 0o700),  # the definition's own entry, not an added one
+        ("a/b/c", 0o755),
+        ("a/b/c/f", 0o644),
+        ("a/b/g", 0o644),
+    ]
+    with pytest.raises(SourceError, match="'a/b' is a file but 'a/b/c/d' is below it"):
+        complete(
+            [
+                Entry("a/b", Kind.FILE, 0o644, size=0, open=opener(b"")),
+                Entry("a/b/c/d", Kind.FILE, 0o644, size=0, open=opener(b"")),
+            ]
+        )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from immutrail.artifacts import layers
+from immutrail.artifacts import builder, layers, oci
 from immutrail.artifacts.builder import EVENT_BUILT, build
 from immutrail.artifacts.rebuild import EVENT_REBUILD_VERIFIED, RebuildError, rebuild_verify
 from immutrail.cli import artifacts as artifacts_cli
@@ -34,6 +35,42 @@ def test_reproducible_build_is_verified_and_recorded(repo: Path, home: Path) -> 
     assert event.payload["rebuilt_digest"] == built.digest
     assert event.payload["differences"] == [] and event.payload["built_event"] == built.ledger_index
     assert len(events(home, EVENT_BUILT)) == 1  # the rebuild wrote no second artifact.built
+
+
+def test_uncompressed_build_is_reproducible(plain_repo: Path, home: Path) -> None:
+    built = build(plain_repo / "plain.yaml", home, tag="app:plain")
+
+    result = rebuild_verify(built.digest, home)
+
+    assert result.reproducible and result.rebuilt_digest == built.digest
+    assert result.differences == () and result.definition == "plain.yaml"
+    (event,) = events(home, EVENT_REBUILD_VERIFIED)
+    assert event.payload["reproducible"] is True
+
+
+def test_uncompressed_image_known_only_from_its_event(
+    plain_repo: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event records each layer's media type: a rebuild that stores the same tar another
+    way says so, rather than blaming zlib."""
+    built = build(plain_repo / "plain.yaml", home)
+    (home / "store" / "blobs" / "sha256" / built.digest[7:]).unlink()
+    assert rebuild_verify(built.digest, home).reproducible
+    real_write_layer = layers.write_layer
+
+    def gzip_instead(*args: Any, **kwargs: Any) -> layers.LayerResult:
+        return real_write_layer(*args[:4], compression="gzip")
+
+    monkeypatch.setattr(builder, "write_layer", gzip_instead)
+    result = rebuild_verify(built.digest, home)
+    assert not result.reproducible
+    layer_diffs = [d for d in result.differences if d.part == "layer"]
+    assert [d.index for d in layer_diffs] == [0, 1]
+    assert all(
+        "same content" in d.detail
+        and f"stored as {oci.LAYER_TAR} when recorded and {oci.LAYER_GZIP} rebuilt" in d.detail
+        for d in layer_diffs
+    )
 
 
 def test_recorded_origin_and_source_date_epoch_are_used(

@@ -48,7 +48,7 @@ from immutrail.cli import artifacts as artifacts_cli
 from immutrail.ledger.home import init_ledger, open_ledger
 from immutrail.ledger.storage.interface import EntryFilter
 
-from .conftest import APP_FILES, in_ci, make_repo, need_tool
+from .conftest import APP_FILES, in_ci, make_repo, need_tool, set_compression
 from .services.fake_registry import FakeRegistry, running_fake
 from .services.registry import Registry, ServiceError, find_binary, free_port, running_registry
 
@@ -209,6 +209,39 @@ def test_push_then_pull_into_a_fresh_store(
 
 
 @pytest.mark.registry
+def test_uncompressed_image_round_trip_with_its_referrers(
+    registry: Registry, plain_repo: Path, home: Path, tmp_path: Path
+) -> None:
+    """An image of uncompressed layers goes to the registry and back byte for byte, its layers
+    served as they were pushed, its SBOM and provenance along."""
+    built = build(plain_repo / "plain.yaml", home, tag="plain:1")
+    source = Store.for_home(home)
+    pushed = push(source, "plain:1", f"{registry.host}/team/plain:1")
+    assert pushed.digest == built.digest
+    assert pushed.blobs_uploaded == 1 + len(built.layers) + 2 + 1
+    served = http_json(f"http://{registry.host}/v2/team/plain/manifests/1", accept=oci.MANIFEST)
+    assert [layer["mediaType"] for layer in served["layers"]] == [oci.LAYER_TAR] * 2
+    layer = built.layers[0]
+    with urllib.request.urlopen(
+        f"http://{registry.host}/v2/team/plain/blobs/{layer.digest}", timeout=10
+    ) as response:
+        assert response.read() == source.read_blob(layer.digest)
+
+    target = Store.for_home(new_home(tmp_path, "other"), create=True)
+    pulled = pull(target, f"{registry.host}/team/plain:1", tag="plain:1")
+    assert pulled.digest == built.digest
+    assert set(pulled.referrers) == {built.sbom, built.provenance}
+    target.verify(built.digest)
+    for digest in (built.sbom, built.provenance):
+        target.verify(digest)
+    _, blobs = target.image_blobs(built.digest)
+    assert [d.media_type for d in blobs[1:]] == [oci.LAYER_TAR] * 2
+    assert {d.digest: target.read_blob(d.digest) for d in blobs} == {
+        d.digest: source.read_blob(d.digest) for d in blobs
+    }
+
+
+@pytest.mark.registry
 def test_push_again_sends_nothing_and_keeps_one_fallback_entry_each(
     registry: Registry, repo: Path, home: Path, tmp_path: Path
 ) -> None:
@@ -268,10 +301,12 @@ def test_chunked_upload_of_a_large_layer(registry: Registry, tmp_path: Path, hom
 
 
 @pytest.mark.registry
+@pytest.mark.parametrize("compression", ["gzip", "none"])
 def test_skopeo_sees_our_digest_and_we_pull_what_skopeo_pushed(
-    registry: Registry, repo: Path, home: Path, tmp_path: Path
+    registry: Registry, repo: Path, home: Path, tmp_path: Path, compression: str
 ) -> None:
     skopeo = need_tool("skopeo")
+    set_compression(repo, compression)
     built = build(repo / "image.yaml", home, tag="app:1")
     store = Store.for_home(home)
     push(store, "app:1", f"{registry.host}/skopeo/ours:1")

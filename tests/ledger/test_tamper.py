@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from immutrail.ledger import merkle, tiles
-from immutrail.ledger.event import Event
+from immutrail.ledger.event import Event, event_time_us
 from immutrail.ledger.home import init_ledger, open_ledger
 from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.verify import VerificationReport
@@ -290,10 +290,10 @@ def open_copy(pristine: Pristine, path: Path) -> Ledger:
     return open_ledger(pristine.home, f"sqlite:///{path}")
 
 
-def verify_copy(pristine: Pristine, path: Path) -> VerificationReport:
+def verify_copy(pristine: Pristine, path: Path, *, entry_format: bool = True) -> VerificationReport:
     led = open_copy(pristine, path)
     try:
-        return led.verify()
+        return led.verify(entry_format=entry_format)
     finally:
         led.close()
 
@@ -333,7 +333,10 @@ def test_first_bad_index_is_the_changed_entry(
     assert report.first_bad_index == idx, describe(report)
 
 
-def test_a_changed_tree_node_is_named_as_itself_only(pristine: Pristine, copy_db: Path) -> None:
+@pytest.mark.parametrize("entry_format", [True, False], ids=["full", "integrity"])
+def test_a_changed_tree_node_is_named_as_itself_only(
+    pristine: Pristine, copy_db: Path, entry_format: bool
+) -> None:
     """Stored nodes are checked against the tree of stored leaves: no noise elsewhere."""
     with sqlite_attacker(copy_db) as db:
         for level, index in ((1, 0), (3, 17)):
@@ -341,7 +344,7 @@ def test_a_changed_tree_node_is_named_as_itself_only(pristine: Pristine, copy_db
             (old,) = db.q("SELECT hashes FROM tiles WHERE k = ?", k)[0]
             new = old[:offset] + bytes([old[offset] ^ 1]) + old[offset + 1 :]
             db.q("UPDATE tiles SET hashes = ? WHERE k = ?", new, k)
-    report = verify_copy(pristine, copy_db)
+    report = verify_copy(pristine, copy_db, entry_format=entry_format)
     assert sorted(p.where for p in report.problems) == [
         "tree node level 1 index 0",
         "tree node level 3 index 17",
@@ -379,10 +382,11 @@ def test_a_tile_cut_short_extended_removed_or_added_is_detected(
     assert any(p.where.startswith(named) for p in report.problems), describe(report)
 
 
+@pytest.mark.parametrize("entry_format", [True, False], ids=["full", "integrity"])
 def test_verifying_in_worker_processes_finds_the_same_problems(
-    pristine: Pristine, copy_db: Path
+    pristine: Pristine, copy_db: Path, entry_format: bool
 ) -> None:
-    """The content pass split over processes reports exactly what one process reports."""
+    """The range checks split over processes report exactly what one process reports."""
     from immutrail.crypto.note import Ed25519NoteVerifier
     from immutrail.ledger.verify import verify_store
 
@@ -392,8 +396,9 @@ def test_verifying_in_worker_processes_finds_the_same_problems(
     led = open_copy(pristine, copy_db)
     try:
         verifier = Ed25519NoteVerifier.from_vkey(led.vkey)
-        alone = verify_store(led.store, verifier, led.origin, workers=1, chunk=64)
-        split = verify_store(led.store, verifier, led.origin, workers=2, chunk=64)
+        options: dict[str, Any] = {"chunk": 64, "entry_format": entry_format}
+        alone = verify_store(led.store, verifier, led.origin, workers=1, **options)
+        split = verify_store(led.store, verifier, led.origin, workers=2, **options)
     finally:
         led.close()
     assert not alone.ok
@@ -401,6 +406,82 @@ def test_verifying_in_worker_processes_finds_the_same_problems(
         (p.where, p.message, p.index) for p in alone.problems
     ]
     assert (split.entries, split.nodes, split.root) == (alone.entries, alone.nodes, alone.root)
+
+
+# -- the integrity-only check (`ledger verify --integrity-only`) ----------------------------------
+
+# What the integrity check alone must catch: every stored byte except the indexed columns, which
+# only the entry format check compares with the entry bytes.
+INTEGRITY_CASES = [
+    param
+    for param in ALL_CASES
+    if not param.values[0].kind.startswith("entry.")
+    or param.values[0].kind in ("entry.data", "entry.leaf_hash")
+]
+
+
+def test_the_untouched_copy_passes_both_checks_alike(pristine: Pristine, copy_db: Path) -> None:
+    full = verify_copy(pristine, copy_db)
+    integrity = verify_copy(pristine, copy_db, entry_format=False)
+    assert integrity.ok, describe(integrity)
+    assert (integrity.entries, integrity.nodes, integrity.root, integrity.checkpoints) == (
+        full.entries,
+        full.nodes,
+        full.root,
+        full.checkpoints,
+    )
+    assert (full.entry_format, integrity.entry_format) == (True, False)
+
+
+@pytest.mark.parametrize("case", INTEGRITY_CASES)
+def test_one_changed_byte_is_detected_and_named_by_the_integrity_check(
+    pristine: Pristine, copy_db: Path, case: Case
+) -> None:
+    with sqlite_attacker(copy_db) as db:
+        expect, _ = apply_case(db, case)
+    assert_detected(verify_copy(pristine, copy_db, entry_format=False), expect)
+
+
+@pytest.mark.parametrize("column", ["type", "subject", "time_us"])
+def test_indexed_columns_are_compared_by_the_full_check_only(
+    pristine: Pristine, copy_db: Path, column: str
+) -> None:
+    """The documented difference: a changed query column leaves every hash intact."""
+    with sqlite_attacker(copy_db) as db:
+        expect, _ = apply_case(db, Case(f"entry.{column}", 42, 1, 0x01))
+    assert verify_copy(pristine, copy_db, entry_format=False).ok
+    assert_detected(verify_copy(pristine, copy_db), expect)
+
+
+def test_a_non_canonical_entry_committed_with_the_ledger_key_is_caught_by_the_full_check(
+    pristine: Pristine, copy_db: Path
+) -> None:
+    """Whoever holds the ledger key can commit any bytes with a consistent tree and signed
+    checkpoint. The full check refuses an entry that is not the canonical form of an event
+    (here: one space added); the integrity check proves only that it is the committed one."""
+    led = open_copy(pristine, copy_db)
+    try:
+        event = make_event(SIZE)
+        data = event.entry_bytes().replace(b'"actor":', b'"actor": ', 1)
+        leaf = merkle.leaf_hash(data)
+        with led.store.writer() as writer:
+            head = writer.head()
+            frontier = merkle.Frontier.from_bytes(head.size, head.frontier)
+            stamp = event_time_us(event.time)
+            row = (SIZE, event.id, event.type, event.actor, event.subject, stamp, data, leaf)
+            completed = tiles.pack(frontier.extend([leaf]))
+            writer.insert(
+                [row], completed, type(head)(frontier.size, frontier.root(), frontier.to_bytes())
+            )
+        led.checkpoint()
+        integrity = led.verify(entry_format=False)
+        full = led.verify()
+    finally:
+        led.close()
+    assert integrity.ok, describe(integrity)
+    assert not full.ok
+    assert full.first_bad_index == SIZE, describe(full)
+    assert "not canonical" in full.problems[0].message, describe(full)
 
 
 def test_the_signed_root_stored_beside_a_checkpoint_is_checked(
@@ -527,7 +608,7 @@ def immutrail_cli() -> str:
     return exe
 
 
-def cli_verify_json(pristine: Pristine, db: Path) -> tuple[int, dict[str, Any]]:
+def cli_verify_json(pristine: Pristine, db: Path, *flags: str) -> tuple[int, dict[str, Any]]:
     result = subprocess.run(
         [
             immutrail_cli(),
@@ -539,6 +620,7 @@ def cli_verify_json(pristine: Pristine, db: Path) -> tuple[int, dict[str, Any]]:
             f"sqlite:///{db}",
             "--format",
             "json",
+            *flags,
         ],
         capture_output=True,
         text=True,
@@ -552,17 +634,19 @@ def cli_verify_json(pristine: Pristine, db: Path) -> tuple[int, dict[str, Any]]:
     return result.returncode, data
 
 
+@pytest.mark.parametrize("flags", [(), ("--integrity-only",)], ids=["full", "integrity"])
 def test_cli_verify_exits_1_and_names_the_changed_entry(
-    pristine: Pristine, copy_db: Path, tmp_path: Path
+    pristine: Pristine, copy_db: Path, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
     clean = tmp_path / "clean.db"
     shutil.copyfile(copy_db, clean)
-    code, data = cli_verify_json(pristine, clean)
+    code, data = cli_verify_json(pristine, clean, *flags)
     assert (code, data["ok"], data["first_bad_index"]) == (0, True, None), data
+    assert data["entry_format_checked"] is (not flags)
     idx = random.Random(5).randrange(SIZE)
     with sqlite_attacker(copy_db) as db:
         apply_case(db, Case("entry.data", idx, 17, 0x04))
-    code, data = cli_verify_json(pristine, copy_db)
+    code, data = cli_verify_json(pristine, copy_db, *flags)
     assert code == 1, data
     assert data["ok"] is False
     assert data["first_bad_index"] == idx, data

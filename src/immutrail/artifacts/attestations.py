@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from immutrail.crypto.canonical import canonical_json
+from immutrail.crypto.dsse import sign_envelope
 from immutrail.crypto.keys import (
     PrivateKey,
     generate_ed25519,
@@ -26,7 +27,7 @@ from immutrail.ledger.event import Event
 from immutrail.ledger.ledger import Ledger
 
 from .attach import attach_and_record
-from .provenance import IN_TOTO_PAYLOAD_TYPE, build_provenance, sign_provenance
+from .provenance import IN_TOTO_PAYLOAD_TYPE, build_provenance
 from .rootfs import RootFS
 from .sbom import generate_sbom
 from .store import Store
@@ -127,7 +128,8 @@ def attach_build_attestations(
         invocation_id=str(uuid.uuid4()),
         dirty=facts.dirty,
     )
-    envelope = sign_provenance(statement, key)
+    # build_provenance has just validated it strictly: sign_provenance would do it again
+    envelope = sign_envelope(key, IN_TOTO_PAYLOAD_TYPE, canonical_json(statement))
     provenance_manifest = attach_and_record(
         store,
         ledger,

@@ -230,7 +230,9 @@ def build(
             for base_layer in base_layers:
                 merged.apply_layer(store.blob_path(base_layer.digest))
             with store.stage() as stage:
-                built, inputs = _write_layers(plans, tree, store, stage, merged, epoch, observer)
+                built, inputs = _write_layers(
+                    plans, tree, store, stage, merged, epoch, observer, definition.compression
+                )
                 config = image_config(definition, built, source, base_config)
                 config_desc = stage.put(oci.encode(config), oci.CONFIG)
                 layers = [*base_layers, *(b.descriptor for b in built)]
@@ -294,9 +296,10 @@ def _write_layers(
     merged: TreeMerger,
     epoch: int,
     observer: BuildObserver,
+    compression: str,
 ) -> tuple[list[BuiltLayer], dict[str, str]]:
-    """Write every layer into ``stage`` (telling ``merged`` each header); the layers and every
-    repository file read, with its SHA-256 hex."""
+    """Write every layer into ``stage`` (telling ``merged`` each header), ``compression`` gzip or
+    none; the layers and every repository file read, with its SHA-256 hex."""
     built: list[BuiltLayer] = []
     inputs: dict[str, str] = {}
     for plan in plans:
@@ -304,11 +307,11 @@ def _write_layers(
         reads = [e.source for e in plan.entries if e.kind is Kind.FILE]
         merged.begin_layer(Path(f"layers[{plan.index}]"))
         with tree.prefetch(reads), stage.writer() as sink:
-            result = write_layer(plan.entries, sink, epoch, merged)
-        merged.end_layer(store.blob_path(sink.digest), sink.digest, result.diff_id)
+            result = write_layer(plan.entries, sink, epoch, merged, compression)
+        merged.end_layer(store.blob_path(sink.digest), sink.digest, result.diff_id, compression)
         inputs.update(result.inputs)
         layer = BuiltLayer(
-            Descriptor(oci.LAYER_GZIP, sink.digest, sink.size), result.diff_id, _created_by(plan)
+            Descriptor(result.media_type, sink.digest, sink.size), result.diff_id, _created_by(plan)
         )
         built.append(layer)
         observer.layer_finished(plan.index, layer)
@@ -334,7 +337,12 @@ def _payload(
         "base": definition.base,
         "config": config.digest,
         "layers": [
-            {"digest": b.descriptor.digest, "diff_id": b.diff_id, "size": b.descriptor.size}
+            {
+                "digest": b.descriptor.digest,
+                "diff_id": b.diff_id,
+                "size": b.descriptor.size,
+                "media_type": b.descriptor.media_type,
+            }
             for b in built
         ],
         "source_date_epoch": source.epoch,

@@ -28,6 +28,7 @@ from typing import Any
 from . import strict_yaml
 from .errors import DefinitionError
 from .globs import GlobError, check_pattern
+from .layers import COMPRESSION_GZIP
 
 MAX_DEFINITION_BYTES = 1024 * 1024
 MAX_ID = 0o7777777
@@ -53,6 +54,7 @@ _HINTS = {
     "interval": "must be a duration such as 30s or 1m30s",
     "timeout": "must be a duration such as 30s or 1m30s",
     "start_period": "must be a duration such as 30s or 1m30s",
+    "compression": "must be `gzip` (the default) or `none` (uncompressed tar layers)",
 }
 
 
@@ -92,6 +94,9 @@ class ImageDefinition:
     healthcheck: Healthcheck | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     privacy_relevant: tuple[str, ...] = ()
+    compression: str = COMPRESSION_GZIP
+    """``gzip`` or ``none``: how the layers this definition adds are stored (the base's keep
+    theirs)."""
 
     @property
     def from_scratch(self) -> bool:
@@ -183,6 +188,8 @@ def _message(error: ValidationError) -> str:
     if error.validator == "type" and error.validator_value == "string":
         hint = _HINTS.get(key, "quote it in YAML")
         return f"{error.instance!r} is not a string: {hint}"
+    if error.validator == "enum" and key in _HINTS:
+        return f"{error.instance!r} {_HINTS[key]}"
     if error.validator == "propertyNames":
         return f"key {error.instance!r} is not allowed here: {error.message}"
     return error.message
@@ -236,6 +243,7 @@ class _Semantics:
             healthcheck=None if health is None else self.healthcheck(health),
             labels=dict(labels),
             privacy_relevant=tuple(value.get("privacy_relevant", [])),
+            compression=value.get("compression", COMPRESSION_GZIP),
         )
 
     def layer(self, index: int, item: dict[str, Any]) -> LayerSpec:

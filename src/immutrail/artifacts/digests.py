@@ -40,7 +40,7 @@ def hex_of(digest: str) -> str:
 
 
 class Writable(Protocol):
-    def write(self, data: bytes, /) -> object: ...
+    def write(self, data: bytes | bytearray, /) -> object: ...
 
     def flush(self) -> object: ...
 
@@ -48,8 +48,9 @@ class Writable(Protocol):
 class HashingWriter:
     """A write-only stream that hashes and counts what it forwards to ``target``.
 
-    Layers are hashed twice on their way to disk (uncompressed for the diff_id, compressed for the
-    blob digest); chaining two of these keeps a layer out of memory whatever its size.
+    A gzip layer is hashed twice on its way to disk (uncompressed for the diff_id, compressed for
+    the blob digest); chaining two of these keeps a layer out of memory whatever its size. An
+    uncompressed layer passes through one: its blob digest is its diff_id.
     """
 
     def __init__(self, target: Writable | None = None):
@@ -57,7 +58,7 @@ class HashingWriter:
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes, /) -> int:
+    def write(self, data: bytes | bytearray, /) -> int:
         self._hash.update(data)
         self.size += len(data)
         if self._target is not None:
@@ -67,6 +68,10 @@ class HashingWriter:
     def flush(self) -> None:
         if self._target is not None:
             self._target.flush()
+
+    def tell(self) -> int:
+        """The bytes written so far (what :class:`tarfile.TarFile` asks once, in write mode)."""
+        return self.size
 
     @property
     def digest(self) -> str:

@@ -83,8 +83,10 @@ def plan_layer(index: int, spec: LayerSpec, files: Sequence[SourceFile], where: 
             )
         else:
             entries.append(_file_entry(source, target, spec, uid, gid))
-        parts = relative.split("/")
-        dirs.update("/".join(parts[:end]) for end in range(1, len(parts)))
+        parent = relative.rpartition("/")[0]
+        while parent and parent not in dirs:  # a known folder's own parents are known too
+            dirs.add(parent)
+            parent = parent.rpartition("/")[0]
     if not found_any:
         raise SourceError(f"{label}.source {spec.source!r} does not exist in {where}")
     if not entries:

@@ -185,7 +185,10 @@ def _load(store: Store, digest: str) -> _Image:
 def _from_event(payload: Mapping[str, Any]) -> _Image:
     """The recorded image as far as the event describes it (when the store no longer has it)."""
     layers = tuple(
-        Descriptor(oci.LAYER_GZIP, str(item["digest"]), int(item["size"]))
+        # events written before `compression: none` existed name no media type: those were gzip
+        Descriptor(
+            str(item.get("media_type", oci.LAYER_GZIP)), str(item["digest"]), int(item["size"])
+        )
         for item in payload.get("layers", [])
         if isinstance(item, dict)
     )
@@ -251,7 +254,13 @@ def compare_images(
             continue
         a = ours_ids[index] if index < len(ours_ids) else None
         b = their_ids[index] if index < len(their_ids) else None
-        if a is not None and a == b:
+        if a is not None and a == b and mine.media_type != other.media_type:
+            detail = (
+                f"{recorded.layer_name(index)}: same content (diff_id {a}) but stored as "
+                f"{mine.media_type} when recorded and {other.media_type} rebuilt: the "
+                "compression differs"
+            )
+        elif a is not None and a == b:
             versions = ""
             if recorded_builder:
                 versions = (

@@ -438,6 +438,10 @@ class TreeMerger:
         self._entries_read = 0
         self._explicit: set[str] = set()
         self._written: tuple[int, Path, int] | None = None
+        self._asked: tuple[str, int, tuple[bool, str | None]] | None = None
+        """The last :meth:`keeps_content` answer, which :meth:`apply_written` then reuses."""
+        self._parent_ok: tuple[str, FileEntry] | None = None
+        """The last parent directory found sound with all its ancestors, and its entry."""
         self.entries: dict[str, FileEntry] = {}
         self.children: dict[str, set[str]] = {}
         self.contents: dict[str, bytes] = {}
@@ -458,6 +462,7 @@ class TreeMerger:
         except OSError as exc:
             raise LayerFormatError(path, f"cannot open: {exc.strerror or exc}") from exc
         self._explicit = set()
+        self._asked = None
         with raw:
             magic = raw.read(4)
             raw.seek(0)
@@ -492,12 +497,15 @@ class TreeMerger:
         if self._written is not None:
             raise RuntimeError("the previous written layer was not ended")
         self._explicit = set()
+        self._asked = None
         self._written = (len(self.layers), name, 0)
 
     def keeps_content(self, path: str, size: int) -> bool:
         """Whether :meth:`apply_written` of a regular file ``path`` of ``size`` bytes will want
         its content (ask just before, so that the budget is the one it will see)."""
-        return self._content_decision(_normalise(_WRITTEN, path, path), size)[0]
+        decision = self._content_decision(_normalise(_WRITTEN, path, path), size)
+        self._asked = (path, size, decision)
+        return decision[0]
 
     def apply_written(
         self, member: tarfile.TarInfo, sha256: str | None, content: bytes | None
@@ -517,13 +525,14 @@ class TreeMerger:
 
         self._apply_member(index, name, member, known)
 
-    def end_layer(self, path: Path, digest: str, diff_id: str) -> None:
-        """The written layer is complete: ``path``, ``digest`` and ``diff_id`` are the blob's."""
+    def end_layer(self, path: Path, digest: str, diff_id: str, compression: str = "gzip") -> None:
+        """The written layer is complete: ``path``, ``digest``, ``diff_id`` and ``compression``
+        (``gzip`` or ``none``) are the blob's."""
         if self._written is None:
             raise RuntimeError("begin_layer() first")
         _, _, count = self._written
         self._written = None
-        self.layers.append(LayerInfo(path, digest, diff_id, "gzip", count))
+        self.layers.append(LayerInfo(path, digest, diff_id, compression, count))
 
     def _count_entry(self, layer_path: Path) -> None:
         self._entries_read += 1
@@ -593,7 +602,11 @@ class TreeMerger:
                 path, EntryType.FIFO, mode, member.uid, member.gid, 0, None, None, layer
             )
         elif member.isreg():
-            keep, why_not = self._content_decision(path, member.size)
+            asked, self._asked = self._asked, None
+            if asked is not None and asked[:2] == (path, member.size):
+                keep, why_not = asked[2]  # nothing changed the budget since the question
+            else:
+                keep, why_not = self._content_decision(path, member.size)
             sha256, content = read(keep)
             entry = FileEntry(
                 path,
@@ -648,6 +661,12 @@ class TreeMerger:
     # -- tree changes ----------------------------------------------------------------------
 
     def _check_parents(self, layer: int, layer_path: Path, name: str, path: str) -> None:
+        parent = path.rpartition("/")[0]
+        last = self._parent_ok
+        # siblings come one after the other: the same parent, still the same directory entry
+        # (anything that replaced it or an ancestor would have replaced or removed that entry)
+        if last is not None and last[0] == parent and self.entries.get(parent) is last[1]:
+            return
         parts = path.split("/")
         for depth in range(1, len(parts)):
             ancestor = "/".join(parts[:depth])
@@ -672,6 +691,8 @@ class TreeMerger:
                 )
             elif found.type is not EntryType.DIRECTORY:
                 raise UnsafeEntryError(layer_path, name, f"{ancestor!r} is not a directory")
+        if parent:
+            self._parent_ok = (parent, self.entries[parent])
 
     def _add(self, entry: FileEntry) -> None:
         self.entries[entry.path] = entry

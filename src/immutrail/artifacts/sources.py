@@ -204,8 +204,8 @@ class GitCommitTree(SourceTree):
             feed, self._feed = self._feed, None
             feed.close()
 
-    @contextmanager
-    def _open_blob(self, oid: str, size: int, path: str) -> Iterator[BinaryIO]:
+    def _answer(self, oid: str, size: int, path: str) -> IO[bytes]:
+        """The ``git cat-file`` output positioned at the content of blob ``oid``."""
         feed = self._feed
         if feed is not None and feed.next_is(oid, path):
             stdout = feed.take()
@@ -218,15 +218,7 @@ class GitCommitTree(SourceTree):
         header = stdout.readline().split()
         if len(header) != 3 or header[1] != b"blob" or int(header[2]) != size:
             raise SourceError(f"git cannot read {path} ({oid}) from {self.description}")
-        reader = _Exact(stdout, size, path, check_end=False)
-        try:
-            yield cast(BinaryIO, reader)
-        finally:
-            while reader.read(READ_CHUNK):  # the caller may stop early; keep the stream in step
-                pass
-            if stdout.read(1) != b"\n":
-                raise SourceError(f"git cat-file lost step after {path}")
-        reader.finish()
+        return stdout
 
     def _batch(self) -> subprocess.Popen[bytes]:
         if self._proc is None:
@@ -255,7 +247,35 @@ class _BlobOpener:
         self._path = path
 
     def __call__(self) -> contextlib.AbstractContextManager[BinaryIO]:
-        return self._tree._open_blob(self._oid, self._size, self._path)
+        return _BlobReader(self._tree, self._oid, self._size, self._path)
+
+
+class _BlobReader(_Exact):
+    """One blob of a commit while it is read: exactly its size, then, on leaving, the rest the
+    caller did not read and git's newline, so the next answer starts in step. A class rather
+    than a generator context manager: there is one per file, and this is a build's inner loop."""
+
+    def __init__(self, tree: GitCommitTree, oid: str, size: int, path: str):
+        # the stream is git's output, known once entered: _Exact's fields are set then
+        self._tree = tree
+        self._oid = oid
+        self._size = size
+        self._path = path
+
+    def __enter__(self) -> BinaryIO:
+        stream = self._tree._answer(self._oid, self._size, self._path)
+        super().__init__(stream, self._size, self._path, check_end=False)
+        return cast(BinaryIO, self)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        while self.read(READ_CHUNK):  # the caller may stop early; keep the stream in step
+            pass
+        if self._stream.read(1) != b"\n":
+            raise SourceError(f"git cat-file lost step after {self._name}")
+        if kind is None:
+            self.finish()
 
 
 def _start_batch(root: Path, *options: str) -> subprocess.Popen[bytes]:

@@ -282,10 +282,12 @@ class Ledger:
         observer: ProgressObserver | None = None,
         *,
         workers: int | None = None,
+        entry_format: bool = True,
     ) -> VerificationReport:
         """Verify everything; witness folders must hold checkpoints this ledger still extends.
 
-        ``workers``: processes checking entry contents (None: one per core for large ledgers).
+        ``workers``: processes checking entry ranges (None: one per core for large ledgers).
+        ``entry_format=False``: integrity only (see :func:`verify_store`).
         """
         held: list[witness.WitnessedCheckpoint] = []
         problems: list[Problem] = []
@@ -301,7 +303,13 @@ class Ledger:
                 )
             held.extend(notes)
         report = verify_store(
-            self.store, self.verifier, self.origin, held, observer, workers=workers
+            self.store,
+            self.verifier,
+            self.origin,
+            held,
+            observer,
+            workers=workers,
+            entry_format=entry_format,
         )
         report.problems[:0] = problems
         return report

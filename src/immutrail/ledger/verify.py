@@ -1,16 +1,22 @@
 """Full verification: recompute every entry hash and the whole tree, and check every checkpoint.
 
-Two passes over the entries, which run at the same time:
+The entries are checked in index ranges by worker processes, one per core, each reading the
+rows itself. A range's check depends on nothing outside it:
 
-* the **content** of each entry (its bytes against its stored leaf hash, canonical JSON of a
-  valid event, the indexed columns) depends on nothing else, so index ranges are checked by
-  worker processes, one per core, each reading the rows itself;
-* the **tree** is rebuilt in this process from the stored leaf hashes alone (so a tampered node
-  is named as itself, not as noise above a tampered entry) and compared with the stored tiles;
-  roots are taken at every checkpoint size as the stream passes it.
+* every entry's bytes against its stored leaf hash;
+* with the *entry format* check (the default), each entry is also the canonical JSON of a valid
+  event and agrees with its indexed columns; without it (``entry_format=False``), entries that
+  announce, revoke or use an actor key are found by their bytes;
+* every 256-wide tile of tree nodes above the range is recomputed from the stored leaf hashes
+  and compared with the stored tile.
+
+This process then recomputes the tiles above those from the tops the workers return, and takes
+the root at every checkpoint size from the nodes it has just checked. When any tile differs,
+the tree is rebuilt once more leaf by leaf (:class:`_TreePass`), which names the lowest wrong
+node and gives the roots the entries themselves imply.
 
 Actor signatures depend on the keys announced earlier in the ledger, so the few entries that
-announce, revoke or use a key are replayed in order here after the content pass.
+announce, revoke or use a key are replayed in order here after the range checks.
 """
 
 from __future__ import annotations
@@ -19,21 +25,23 @@ import bisect
 import gc
 import hashlib
 import importlib
+import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from immutrail.crypto.checkpoint import Checkpoint, open_checkpoint
 from immutrail.crypto.errors import CryptoError
 from immutrail.crypto.keys import PublicKey, key_id, load_public_key_pem
 from immutrail.crypto.note import NoteVerifier
 
-from . import tiles
+from . import merkle, tiles
 from .errors import EventFormatError
 from .event import Event, parse_entry, time_us, verify_event_signature
-from .merkle import LEAF_PREFIX, Frontier
+from .merkle import HASH_SIZE, LEAF_PREFIX, Frontier
 from .storage.interface import EntryRow, EntryTuple, LedgerStore
 from .witness import WitnessedCheckpoint
 
@@ -41,9 +49,9 @@ ProgressObserver = Callable[[int, int], None]
 """Called with (entries verified, entries in all) as verification goes."""
 
 MAX_ENTRY_PROBLEMS = 20
-CONTENT_CHUNK = 25_000
-"""Entries per unit of work handed to a content worker."""
-PARALLEL_FROM = 2 * CONTENT_CHUNK
+RANGE_CHUNK = 100 * tiles.TILE_WIDTH
+"""Entries per unit of work handed to a worker: whole tiles."""
+PARALLEL_FROM = 2 * RANGE_CHUNK
 """Smaller ledgers are checked in this process: starting workers costs more than they save."""
 
 
@@ -70,6 +78,9 @@ class VerificationReport:
     checkpoints: int = 0
     witnessed: int = 0
     problems: list[Problem] = field(default_factory=list)
+    entry_format: bool = True
+    """Whether each entry's event format, its indexed columns and the derived indexes were
+    checked too (``ledger verify`` without ``--integrity-only``)."""
 
     @property
     def ok(self) -> bool:
@@ -162,8 +173,8 @@ def _needs_keys(event: Event) -> bool:
 
 
 @dataclass
-class ContentResult:
-    """What one content worker found in ``[start, stop)``."""
+class RangeResult:
+    """What one range check found in ``[start, stop)``."""
 
     start: int
     stop: int
@@ -173,39 +184,134 @@ class ContentResult:
     """Entries that announce, revoke or use an actor key: replayed in order afterwards."""
     gap: int | None = None
     """The first index in the range with no stored entry, if any."""
+    tops: list[bytes] = field(default_factory=list)
+    """The top hash of each full level-0 tile in the range, recomputed from the stored leaves."""
+    nodes: int = 0
+    tiles_differ: bool = False
+    """A stored level-0 tile of the range differs from the one its leaf hashes give."""
 
 
-def check_contents(rows: Iterable[Sequence[EntryTuple]], start: int, stop: int) -> ContentResult:
-    result = ContentResult(start, stop)
+_KEY_MARKS = (b'"signature":{', b'"type":"key.')
+"""What the bytes of a signed entry, and of a key.created or key.revoked entry, contain."""
+
+
+def check_range(store: LedgerStore, start: int, stop: int, *, entry_format: bool) -> RangeResult:
+    """Check entries ``[start, stop)`` (``start`` a multiple of the tile width) and their tiles."""
+    result = RangeResult(start, stop)
+    leaves: list[bytes] = []
     expected = start
+    rows: Iterable[Sequence[Sequence[Any]]] = (
+        store.entry_chunks(start, stop) if entry_format else store.leaf_data_chunks(start, stop)
+    )
     for chunk in rows:
-        for row in chunk:
-            if row[0] != expected:
-                result.gap = expected
-                return result
-            expected += 1
-            if len(result.problems) >= MAX_ENTRY_PROBLEMS:
-                continue
-            why, event = _check_content(row)
-            if why is not None:
-                result.problems.append((row[0], why))
-            elif event is not None and _needs_keys(event):
-                result.keyed.append(row[0])
+        # Indexes come sorted and unique: the ends tell whether the chunk has a hole.
+        if chunk[0][0] != expected or chunk[-1][0] != expected + len(chunk) - 1:
+            kept = 0
+            while chunk[kept][0] == expected + kept:
+                kept += 1
+            chunk, result.gap = chunk[:kept], expected + kept
+        expected += len(chunk)
+        leaves.extend(row[-1] for row in chunk)  # the stored leaf hash closes both row shapes
+        if len(result.problems) < MAX_ENTRY_PROBLEMS:
+            if entry_format:
+                _check_formats(chunk, result)  # type: ignore[arg-type]
+            else:
+                _check_hashes(chunk, result)
+        if result.gap is not None:
+            break
     result.checked = expected - start
-    if expected < stop:
+    if result.gap is None and expected < stop:
         result.gap = expected
+    if result.gap is None:
+        _check_base_tiles(store, result, leaves)
     return result
 
 
-def _content_worker(url: str, start: int, stop: int) -> ContentResult:
+def _check_formats(chunk: Sequence[EntryTuple], result: RangeResult) -> None:
+    for row in chunk:
+        why, event = _check_content(row)
+        if why is not None:
+            result.problems.append((row[0], why))
+        elif event is not None and _needs_keys(event):
+            result.keyed.append(row[0])
+
+
+def _check_hashes(chunk: Sequence[Sequence[Any]], result: RangeResult) -> None:
+    """Bytes against leaf hashes, and the entries that may carry or announce a key."""
+    sha256, prefix = hashlib.sha256, LEAF_PREFIX
+    bad = {r[0] for r in chunk if sha256(prefix + r[1]).digest() != r[2]}
+    result.problems.extend((i, "its bytes do not match its stored leaf hash") for i in sorted(bad))
+    result.keyed.extend(i for i in _key_candidates(chunk) if i not in bad)
+
+
+def _key_candidates(chunk: Sequence[Sequence[Any]]) -> list[int]:
+    """Indexes of entries whose bytes hold ``"signature":{`` or ``"type":"key.``: a superset of
+    the signed and key events (a payload may hold the same text; the replay parses each one).
+
+    One search over the chunk's bytes joined, rather than one per entry: most entries hold
+    neither, and a search per entry costs about as much as hashing it (measured).
+    """
+    joined = b"".join(r[1] for r in chunk)
+    hits: set[int] = set()
+    for mark in _KEY_MARKS:
+        at = joined.find(mark)
+        if at < 0:
+            continue
+        ends = list(itertools.accumulate(len(r[1]) for r in chunk))
+        while at >= 0:
+            hits.add(bisect.bisect_right(ends, at))
+            at = joined.find(mark, at + 1)
+    # A mark straddling two entries names the first: harmless, the replay checks what it parses.
+    return [chunk[n][0] for n in sorted(hits)]
+
+
+def _check_base_tiles(store: LedgerStore, result: RangeResult, leaves: list[bytes]) -> None:
+    """Recompute the level-0 tiles over ``leaves`` (from ``result.start``) and compare."""
+    first = result.start // tiles.TILE_WIDTH
+    count = -(-len(leaves) // tiles.TILE_WIDTH)
+    stored = store.tiles(tiles.tile_key(0, first), tiles.tile_key(0, first + count))
+    for n in range(count):
+        base = leaves[n * tiles.TILE_WIDTH : (n + 1) * tiles.TILE_WIDTH]
+        if len(base) < 2:
+            continue
+        computed = tiles.from_base(base)
+        result.nodes += len(computed) // HASH_SIZE
+        if stored.get(tiles.tile_key(0, first + n)) != computed:
+            result.tiles_differ = True
+        if len(base) == tiles.TILE_WIDTH:
+            result.tops.append(computed[-HASH_SIZE:])
+
+
+def _upper_tiles_agree(store: LedgerStore, tops: list[bytes]) -> tuple[bool, int]:
+    """Recompute every tile above level 0 from the level-0 tiles' tops; (all equal, hashes)."""
+    nodes, tile_level, base = 0, 1, tops
+    while len(base) >= 2:
+        stored = store.tiles(tiles.tile_key(tile_level, 0), tiles.tile_key(tile_level + 1, 0))
+        above: list[bytes] = []
+        for n in range(0, len(base), tiles.TILE_WIDTH):
+            part = base[n : n + tiles.TILE_WIDTH]
+            if len(part) < 2:
+                continue
+            computed = tiles.from_base(part)
+            nodes += len(computed) // HASH_SIZE
+            if stored.get(tiles.tile_key(tile_level, n // tiles.TILE_WIDTH)) != computed:
+                return False, nodes
+            if len(part) == tiles.TILE_WIDTH:
+                above.append(computed[-HASH_SIZE:])
+        base, tile_level = above, tile_level + 1
+    return True, nodes
+
+
+def _range_worker(url: str, start: int, stop: int, entry_format: bool) -> RangeResult:
     """Runs in a worker process: its own connection, one index range. The worker's garbage
     collector is off (the pool's initializer): parsing builds no cycles, and collections would
     walk, and copy, the heap inherited through fork (15% of the time, measured)."""
     from .home import open_store
 
     store = open_store(url)
+    store.tune_for_scans()
     try:
-        return check_contents(store.entry_chunks(start, stop), start, stop)
+        return check_range(store, start, stop, entry_format=entry_format)
     finally:
         store.close()
 
@@ -220,58 +326,73 @@ class _Targets:
         self.by_size.setdefault(checkpoint.size, []).append((label, checkpoint))
 
 
-def _derived_worker(url: str) -> tuple[list[tuple[str, str, int | None]], int]:
+def _derived_worker(url: str) -> list[tuple[str, str, int | None]]:
     """Runs in a worker process: the derived-index checks (SQL joins over every indexed row,
-    as long as a third of the content checks) and the tile count."""
+    as long as a third of the entry format checks)."""
     from .home import open_store
 
     store = open_store(url)
     try:
-        return store.check_derived_indexes(), store.count_tiles()
+        return store.check_derived_indexes()
     finally:
         store.close()
 
 
-def _start_content_pass(
-    store: LedgerStore, size: int, workers: int | None, chunk: int
-) -> tuple[
-    list[Future[ContentResult]],
-    Future[tuple[list[tuple[str, str, int | None]], int]] | None,
-    ProcessPoolExecutor | None,
-]:
-    """Submit the content checks of ``[0, size)`` to worker processes, unless the ledger is
-    small or ``workers`` is 1: then no pool, and :func:`_content_results` checks in here."""
-    ranges = [(a, min(a + chunk, size)) for a in range(0, size, chunk)]
-    count = workers if workers is not None else min(os.cpu_count() or 1, len(ranges))
-    if (
-        count <= 1
-        or len(ranges) <= 1
-        or (workers is None and size < PARALLEL_FROM)
-        or "fork" not in multiprocessing.get_all_start_methods()
+class _RangePass:
+    """The range checks of ``[0, size)``: in worker processes, unless the ledger is small or
+    ``workers`` is 1, in which case :meth:`results` runs them here, in order."""
+
+    def __init__(
+        self, store: LedgerStore, size: int, workers: int | None, chunk: int, entry_format: bool
     ):
-        return [], None, None
-    # fork: a worker starts in milliseconds and never re-runs the caller's __main__ (spawn and
-    # forkserver do, which breaks any script without a main guard). It inherits this process's
-    # database connection but never touches it: it opens its own and leaves through os._exit.
-    importlib.import_module(f"{__package__}.home")  # before the fork: workers import nothing
-    pool = ProcessPoolExecutor(
-        max_workers=count, mp_context=multiprocessing.get_context("fork"), initializer=gc.disable
-    )
-    url = store.reopen_url()
-    derived = pool.submit(_derived_worker, url)  # first: the longest single task
-    return [pool.submit(_content_worker, url, a, b) for a, b in ranges], derived, pool
+        self.store, self.entry_format = store, entry_format
+        self.ranges = [(a, min(a + chunk, size)) for a in range(0, size, chunk)]
+        self.futures: list[Future[RangeResult]] = []
+        self.derived: Future[list[tuple[str, str, int | None]]] | None = None
+        self.pool: ProcessPoolExecutor | None = None
+        count = workers if workers is not None else min(os.cpu_count() or 1, len(self.ranges))
+        if (
+            count <= 1
+            or len(self.ranges) <= 1
+            or (workers is None and size < PARALLEL_FROM)
+            or "fork" not in multiprocessing.get_all_start_methods()
+        ):
+            return
+        # fork: a worker starts in milliseconds and never re-runs the caller's __main__ (spawn
+        # and forkserver do, which breaks any script without a main guard). It inherits this
+        # process's database connection but never touches it: it opens its own and leaves
+        # through os._exit.
+        importlib.import_module(f"{__package__}.home")  # before the fork: workers import nothing
+        self.pool = ProcessPoolExecutor(
+            max_workers=count,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=gc.disable,
+        )
+        url = store.reopen_url()
+        if entry_format:
+            self.derived = self.pool.submit(_derived_worker, url)  # first: the longest task
+        self.futures = [
+            self.pool.submit(_range_worker, url, a, b, entry_format) for a, b in self.ranges
+        ]
 
+    def results(self) -> Iterator[RangeResult]:
+        if self.futures:
+            for future in self.futures:
+                yield future.result()
+        else:
+            for a, b in self.ranges:
+                yield check_range(self.store, a, b, entry_format=self.entry_format)
 
-def _content_results(
-    store: LedgerStore, size: int, chunk: int, futures: list[Future[ContentResult]]
-) -> Iterator[ContentResult]:
-    if futures:
-        for future in futures:
-            yield future.result()
-    else:
-        for a in range(0, size, chunk):
-            b = min(a + chunk, size)
-            yield check_contents(store.entry_chunks(a, b), a, b)
+    def derived_problems(self) -> list[tuple[str, str, int | None]]:
+        if not self.entry_format:
+            return []
+        if self.derived is None:
+            return self.store.check_derived_indexes()
+        return self.derived.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 def verify_store(
@@ -282,10 +403,16 @@ def verify_store(
     observer: ProgressObserver | None = None,
     *,
     workers: int | None = None,
-    chunk: int = CONTENT_CHUNK,
+    chunk: int = RANGE_CHUNK,
+    entry_format: bool = True,
 ) -> VerificationReport:
-    """``workers``: content worker processes (None: one per core for large ledgers)."""
-    report = VerificationReport()
+    """``workers``: range-checking processes (None: one per core for large ledgers).
+
+    ``entry_format=False`` leaves out the checks that each entry is the canonical JSON of a
+    valid event agreeing with its indexed columns, and the derived-index checks: what remains
+    proves every entry's bytes are those the tree, the checkpoints and the witnesses commit to.
+    """
+    report = VerificationReport(entry_format=entry_format)
     head = store.head()
     report.size = head.size
     targets = _Targets()
@@ -311,34 +438,30 @@ def verify_store(
         report.witnessed += 1
         open_note(f"witnessed checkpoint {item.source}", item.note)
 
-    # The content pass starts first: its workers run while this process rebuilds the tree.
-    futures, derived_future, pool = _start_content_pass(store, head.size, workers, chunk)
+    chunk = -(-chunk // tiles.TILE_WIDTH) * tiles.TILE_WIDTH  # ranges own whole tiles
+    ranges = _RangePass(store, head.size, workers, chunk, entry_format)
+    results: list[RangeResult] = []
     try:
-        tree = _TreePass(store, targets, report)
-        for leaves in store.leaf_chunks(0, head.size):
-            tree.add(leaves)
-        tree.finish()
-        if derived_future is None:
-            derived, tile_count = store.check_derived_indexes(), store.count_tiles()
-        else:
-            derived, tile_count = derived_future.result()
-        # Progress counts entries whose contents are checked, the bulk of the work.
-        results = []
-        for result in _content_results(store, head.size, chunk, futures):
+        for result in ranges.results():
             results.append(result)
             if observer is not None:
                 observer(result.stop, head.size)
+        derived = ranges.derived_problems()
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    frontier = tree.frontier
+        ranges.close()
+    tile_count = store.count_tiles()
 
     entry_problems: list[tuple[int, str]] = []
     keyed: list[int] = []
+    tops: list[bytes] = []
     gap: int | None = None
+    tiles_differ = False
     for result in results:
         entry_problems.extend(result.problems)
         keyed.extend(result.keyed)
+        tops.extend(result.tops)
+        report.nodes += result.nodes
+        tiles_differ = tiles_differ or result.tiles_differ
         if result.gap is not None and gap is None:
             gap = result.gap
     entry_problems.sort()
@@ -362,7 +485,25 @@ def verify_store(
         located.append(Problem(f"entry {gap}", "missing: no entry is stored at this index", gap))
         explained.append(gap)
     explained.sort()
-    located.extend(tree.node_problems(explained))
+
+    upper_agree, upper_nodes = (
+        (False, 0) if gap is not None or tiles_differ else _upper_tiles_agree(store, tops)
+    )
+    if upper_agree:
+        # Every stored node equals the hash of its stored children: the stored nodes are the
+        # tree of the stored leaves, and the roots come straight from them.
+        report.nodes += upper_nodes
+        frontier = _frontier_from_nodes(store, head.size)
+        for size in sorted(s for s in targets.by_size if s <= head.size):
+            _check_roots(report, targets.by_size.pop(size), _root_from_nodes(store, size))
+    else:
+        report.nodes = 0
+        tree = _TreePass(store, targets, report)
+        for leaves in store.leaf_chunks(0, head.size):
+            tree.add(leaves)
+        tree.finish()
+        frontier = tree.frontier
+        located.extend(tree.node_problems(explained))
     located.sort(key=lambda p: p.index if p.index is not None else -1)
     report.problems.extend(located)
 
@@ -406,6 +547,21 @@ def verify_store(
                 )
             )
     return report
+
+
+def _subtree_hashes(store: LedgerStore, size: int) -> list[bytes]:
+    """The perfect subtrees of the first ``size`` leaves, left to right, from stored nodes."""
+    keys = merkle.perfect_subtrees(0, size)
+    got = store.nodes(keys)
+    return [got[k] for k in keys]
+
+
+def _frontier_from_nodes(store: LedgerStore, size: int) -> Frontier:
+    return Frontier(size, _subtree_hashes(store, size) if size else [])
+
+
+def _root_from_nodes(store: LedgerStore, size: int) -> bytes:
+    return merkle.fold(_subtree_hashes(store, size)) if size else merkle.EMPTY_ROOT
 
 
 class _TreePass:

@@ -332,6 +332,14 @@ class LedgerStore(Protocol):
         """``(index, leaf hash)`` of entries ``[start, stop)`` in index order, in chunks."""
         ...
 
+    def leaf_data_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
+        """``(index, entry bytes, leaf hash)`` of ``[start, stop)`` in index order, in chunks."""
+        ...
+
+    def tune_for_scans(self) -> None:
+        """This connection will read ranges of the ledger once each (a verification worker)."""
+        ...
+
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]: ...
 
     def check_derived_indexes(self) -> list[tuple[str, str, int | None]]:

@@ -381,6 +381,25 @@ class SqliteStore:
             yield rows
             start = rows[-1][0] + 1
 
+    def tune_for_scans(self) -> None:
+        # The large page cache that helps appends slows a single pass: every page read takes a
+        # fresh cache slot (a verification range read 1.6x faster with SQLite's default).
+        self._conn.execute("PRAGMA cache_size=-2000")
+
+    def leaf_data_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
+        sql = (
+            "SELECT idx, data, leaf_hash FROM entries WHERE idx >= ? AND idx < ? "
+            "ORDER BY idx LIMIT ?"
+        )
+        while start < stop:
+            rows: list[tuple[int, bytes, bytes]] = self._conn.execute(
+                sql, (start, stop, QUERY_CHUNK)
+            ).fetchall()
+            if not rows:
+                return
+            yield rows
+            start = rows[-1][0] + 1
+
     def catch_up_indexes(self) -> None:
         """Bring the derived indexes up to the tree head, sorted, in one transaction."""
         size = self.head().size
