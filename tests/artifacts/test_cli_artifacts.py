@@ -41,7 +41,8 @@ def test_build_list_show_export(repo: Path, home: Path, tmp_path: Path) -> None:
     built = run(home, "build", str(repo / "image.yaml"), "--tag", "app:1")
     assert built["digest"].startswith("sha256:") and built["tag"] == "app:1"
     assert built["dirty"] is False and len(built["layers"]) == 2
-    assert {"digest", "diff_id", "size", "created_by"} <= built["layers"][0].keys()
+    assert {"digest", "media_type", "diff_id", "size", "created_by"} <= built["layers"][0].keys()
+    assert built["layers"][0]["media_type"] == "application/vnd.oci.image.layer.v1.tar+gzip"
 
     listed = run(home, "artifact", "list")
     assert listed["images"] == [

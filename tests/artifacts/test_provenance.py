@@ -316,6 +316,38 @@ def test_validator_names_the_bad_field(path: list[str | int], value: Any, where:
 
 
 @pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"uri": "web/app.py", "digest": {"sha256": "A" * 64}}, "[1].digest.sha256"),
+        ({"uri": "web/app.py", "digest": {"sha256": "a" * 63}}, "[1].digest.sha256"),
+        ({"uri": "web/app.py", "digest": {"sha256": 7}}, "[1].digest.sha256"),
+        ({"uri": "web/app.py", "digest": {}}, "[1].digest"),
+        ({"uri": "", "digest": {"sha256": "a" * 64}}, "[1].uri"),
+        ({"uri": 7, "digest": {"sha256": "a" * 64}}, "[1].uri"),
+        ({"uri": "web/app.py", "digest": "a" * 64}, "[1].digest"),
+        (
+            {"uri": "web/app.py", "digest": {"sha256": "a" * 64, "sha1": "b" * 39}},
+            "[1].digest.sha1",
+        ),
+        ("web/app.py", "resolvedDependencies[1]"),
+    ],
+)
+def test_input_files_of_the_common_shape_are_checked_in_full(value: Any, where: str) -> None:
+    """An input file's entry is accepted by one quick test only when it has the exact shape
+    ``build_provenance`` writes; anything near it still gets every check and its error."""
+    statement = broken(["predicate", "buildDefinition", "resolvedDependencies", 1], value)
+    with pytest.raises(ProvenanceFormatError, match=where.replace("[", r"\[").replace(".", r"\.")):
+        validate_statement(statement, strict=True)
+
+
+def test_input_files_of_the_common_shape_pass() -> None:
+    statement = build()
+    dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert dependencies[2] == {"uri": "images/web/image.yaml", "digest": {"sha256": "c" * 64}}
+    assert validate_statement(statement, strict=True) is statement
+
+
+@pytest.mark.parametrize(
     "path",
     [
         ["predicate", "buildDefinition", "internalParameters", "dirty"],

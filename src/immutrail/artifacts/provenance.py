@@ -344,7 +344,27 @@ def _resource(value: object, where: str) -> Mapping[str, Any]:
 
 
 def _resources(value: object, where: str) -> list[Mapping[str, Any]]:
-    return [_resource(item, _at(where, i)) for i, item in enumerate(_list(value, where))]
+    items = _list(value, where)
+    for i, item in enumerate(items):
+        if not _plain_input(item):  # anything else gets every check, and its error, in full
+            _resource(item, _at(where, i))
+    return items
+
+
+def _plain_input(item: object) -> bool:
+    """Whether ``item`` is ``{"uri": <non-empty string>, "digest": {"sha256": <64 hex>}}``, the
+    shape of an input file, which :func:`_resource` accepts. One test instead of building the
+    path of every field for the errors (a build of 20,000 files lists 20,000 of them)."""
+    if type(item) is not dict or item.keys() != _PLAIN_INPUT_KEYS:
+        return False
+    uri, digests = item["uri"], item["digest"]
+    if type(uri) is not str or not uri or type(digests) is not dict or len(digests) != 1:
+        return False
+    digest = digests.get("sha256")
+    return type(digest) is str and len(digest) == 64 and _HEX.fullmatch(digest) is not None
+
+
+_PLAIN_INPUT_KEYS = frozenset({"uri", "digest"})
 
 
 def validate_statement(statement: object, *, strict: bool = False) -> Mapping[str, Any]:

@@ -405,6 +405,26 @@ class _HashingReader:
         return f"sha256:{self._hash.hexdigest()}"
 
 
+class TarMember(Protocol):
+    """What the merger reads of a tar header: a :class:`tarfile.TarInfo`, or the lighter record
+    a builder makes of each entry it writes (``layers.WrittenMember``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> bytes: ...
+    @property
+    def mode(self) -> int: ...
+    @property
+    def uid(self) -> int: ...
+    @property
+    def gid(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def linkname(self) -> str: ...
+
+
 ContentReader = Callable[[bool], tuple[str, bytes | None]]
 """Given whether the content is to be kept: the file's SHA-256 hex and its content (or None)."""
 
@@ -507,9 +527,7 @@ class TreeMerger:
         self._asked = (path, size, decision)
         return decision[0]
 
-    def apply_written(
-        self, member: tarfile.TarInfo, sha256: str | None, content: bytes | None
-    ) -> None:
+    def apply_written(self, member: TarMember, sha256: str | None, content: bytes | None) -> None:
         """Apply one header just written; a regular file comes with its SHA-256 hex and, when
         :meth:`keeps_content` said so, its content."""
         if self._written is None:
@@ -542,7 +560,7 @@ class TreeMerger:
             )
 
     def _apply_member(
-        self, layer: int, layer_path: Path, member: tarfile.TarInfo, read: ContentReader
+        self, layer: int, layer_path: Path, member: TarMember, read: ContentReader
     ) -> None:
         name = member.name
         path = _normalise(layer_path, name, name)
@@ -552,9 +570,12 @@ class TreeMerger:
         if base.startswith(WHITEOUT_PREFIX):
             self._whiteout(layer, layer_path, name, parent, base)
             return
-        if member.ischr() or member.isblk():
+        # the type compared once, as TarInfo's is*() methods do (seven calls for a file
+        # otherwise, for every entry)
+        kind = member.type
+        if kind == tarfile.CHRTYPE or kind == tarfile.BLKTYPE:
             raise UnsafeEntryError(layer_path, name, "device nodes are not allowed in an image")
-        self._check_parents(layer, layer_path, name, path)
+        self._check_parents(layer, layer_path, name, path, parent)
         if path in self._explicit:
             raise UnsafeEntryError(layer_path, name, "the path appears twice in this layer")
         self._explicit.add(path)
@@ -562,11 +583,29 @@ class TreeMerger:
         mode = member.mode & 0o7777
         content: bytes | None = None
         why_not: str | None = None
-        if member.isdir():
+        if kind in tarfile.REGULAR_TYPES:
+            asked, self._asked = self._asked, None
+            if asked is not None and asked[:2] == (path, member.size):
+                keep, why_not = asked[2]  # nothing changed the budget since the question
+            else:
+                keep, why_not = self._content_decision(path, member.size)
+            sha256, content = read(keep)
+            entry = FileEntry(
+                path,
+                EntryType.FILE,
+                mode,
+                member.uid,
+                member.gid,
+                member.size,
+                sha256,
+                None,
+                layer,
+            )
+        elif kind == tarfile.DIRTYPE:
             entry = FileEntry(
                 path, EntryType.DIRECTORY, mode, member.uid, member.gid, 0, None, None, layer
             )
-        elif member.issym():
+        elif kind == tarfile.SYMTYPE:
             target = member.linkname
             if "\x00" in target or not target:
                 raise UnsafeEntryError(layer_path, name, "empty or invalid symbolic link target")
@@ -577,7 +616,7 @@ class TreeMerger:
             entry = FileEntry(
                 path, EntryType.SYMLINK, mode, member.uid, member.gid, 0, None, target, layer
             )
-        elif member.islnk():
+        elif kind == tarfile.LNKTYPE:
             target_path = _normalise(layer_path, name, member.linkname)
             linked = self.entries.get(target_path)
             if linked is None or not linked.is_file:
@@ -597,27 +636,9 @@ class TreeMerger:
                 target_path,
                 layer,
             )
-        elif member.isfifo():
+        elif kind == tarfile.FIFOTYPE:
             entry = FileEntry(
                 path, EntryType.FIFO, mode, member.uid, member.gid, 0, None, None, layer
-            )
-        elif member.isreg():
-            asked, self._asked = self._asked, None
-            if asked is not None and asked[:2] == (path, member.size):
-                keep, why_not = asked[2]  # nothing changed the budget since the question
-            else:
-                keep, why_not = self._content_decision(path, member.size)
-            sha256, content = read(keep)
-            entry = FileEntry(
-                path,
-                EntryType.FILE,
-                mode,
-                member.uid,
-                member.gid,
-                member.size,
-                sha256,
-                None,
-                layer,
             )
         else:
             raise UnsafeEntryError(layer_path, name, f"unsupported tar entry type {member.type!r}")
@@ -660,8 +681,9 @@ class TreeMerger:
 
     # -- tree changes ----------------------------------------------------------------------
 
-    def _check_parents(self, layer: int, layer_path: Path, name: str, path: str) -> None:
-        parent = path.rpartition("/")[0]
+    def _check_parents(
+        self, layer: int, layer_path: Path, name: str, path: str, parent: str
+    ) -> None:
         last = self._parent_ok
         # siblings come one after the other: the same parent, still the same directory entry
         # (anything that replaced it or an ancestor would have replaced or removed that entry)
@@ -763,6 +785,11 @@ def _normalise(layer_path: Path, entry: str, name: str) -> str:
         raise UnsafeEntryError(layer_path, entry, "the path contains a NUL byte")
     if name.startswith("/"):
         raise UnsafeEntryError(layer_path, entry, f"absolute path {name!r}")
+    # already normal (no empty, "." or ".." component, the common case): the name itself, with
+    # no split; this runs for every entry, twice for each file a build writes
+    wrapped = f"/{name}/"
+    if "//" not in wrapped and "/./" not in wrapped and "/../" not in wrapped:
+        return name
     split = name.split("/")
     parts = [part for part in split if part not in ("", ".")]
     if ".." in parts:

@@ -62,6 +62,7 @@ class _Bar:
 def _layer_json(layer: BuiltLayer) -> dict[str, Any]:
     return {
         "digest": layer.descriptor.digest,
+        "media_type": layer.descriptor.media_type,
         "diff_id": layer.diff_id,
         "size": layer.descriptor.size,
         "created_by": layer.created_by,
