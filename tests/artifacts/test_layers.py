@@ -31,6 +31,7 @@ from immutrail.artifacts.layers import (
     Entry,
     Kind,
     LayerResult,
+    WrittenMember,
     complete,
     tar_header,
     write_layer,
@@ -415,7 +416,10 @@ def test_tar_header_is_tarfiles_gnu_header(
         info.size = size
     if kind == tarfile.SYMTYPE:
         info.linkname = link
-    assert tar_header(info) == info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    member = WrittenMember(
+        info.name, info.type, info.mode, info.uid, info.gid, info.size, info.linkname
+    )
+    assert tar_header(member, mtime) == info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
 
 
 def test_layer_bytes_are_what_tarfile_writes() -> None:

@@ -178,7 +178,6 @@ class RangeResult:
 
     start: int
     stop: int
-    checked: int = 0
     problems: list[tuple[int, str]] = field(default_factory=list)
     keyed: list[int] = field(default_factory=list)
     """Entries that announce, revoke or use an actor key: replayed in order afterwards."""
@@ -219,7 +218,6 @@ def check_range(store: LedgerStore, start: int, stop: int, *, entry_format: bool
                 _check_hashes(chunk, result)
         if result.gap is not None:
             break
-    result.checked = expected - start
     if result.gap is None and expected < stop:
         result.gap = expected
     if result.gap is None:
