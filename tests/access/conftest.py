@@ -23,8 +23,8 @@ from immutrail.access import (
     create_principal,
     create_token,
 )
+from immutrail.access.actor import announce_key
 from immutrail.access.model import role_has_scoped_actions
-from immutrail.keys.keystore import generate_key
 from immutrail.keys.passphrase import PASSPHRASE_ENV
 from immutrail.ledger.home import init_ledger, open_ledger
 from immutrail.ledger.ledger import Ledger
@@ -44,14 +44,14 @@ def _no_ambient_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def login(path: Path, ledger: Ledger, name: str) -> Identity:
-    """``name`` authenticated with its key in the home's key store."""
+def login(path: Path, ledger: Ledger, name: str, key_file: Path | None = None) -> Identity:
+    """``name`` authenticated with its key in the home's key store (or ``key_file``)."""
     return authenticate(
         path,
         ledger,
         principal=name,
         token=None,
-        key_file=None,
+        key_file=key_file,
         passphrase_file=None,
         now=now(),
     )
@@ -94,7 +94,7 @@ def add_principal(
         environments=environments,
     )
     if key:
-        generate_key(path, ledger, name, actor=admin.principal, passphrase=None)
+        announce_key(path, ledger, admin, name, passphrase=None)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from immutrail.access import (
     revoke_token,
     whoami,
 )
+from immutrail.access.actor import Actor, announce_key
 from immutrail.access.errors import INVALID_TOKEN, cannot_authenticate
 from immutrail.access.tokens import (
     MAX_LIFETIME,
@@ -39,11 +40,12 @@ from immutrail.access.tokens import (
 from immutrail.crypto.errors import KeyFileError
 from immutrail.crypto.keys import generate_ed25519, key_id, public_key_pem, save_private_key
 from immutrail.keys.errors import KeyInputError
-from immutrail.keys.keystore import generate_key, revoke_key
+from immutrail.keys.keystore import revoke_key
 from immutrail.ledger.event import Event
 from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.storage.interface import EntryFilter
 
+from .conftest import ADMIN as ADMIN_NAME
 from .conftest import add_principal, by_token, login, now
 
 Setup = tuple[Path, Ledger, Identity]
@@ -167,7 +169,7 @@ def test_key_authentication(admin_home: Setup, tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("correct horse\n")
     add_principal(home, ledger, admin, "dana", [Role.AUDITOR], key=False)
-    made = generate_key(home, ledger, "dana", actor="root", passphrase=b"correct horse")
+    made = announce_key(home, ledger, admin, "dana", passphrase=b"correct horse")
     args = {"principal": "dana", "token": None, "key_file": None, "now": now()}
     with pytest.raises(KeyInputError, match="needs a passphrase"):
         authenticate(home, ledger, passphrase_file=None, **args)  # type: ignore[arg-type]
@@ -234,13 +236,13 @@ def test_no_credentials_means_no_identity(admin_home: Setup) -> None:
 
 def test_key_announced_before_the_principal_counts_only_when_adopted(admin_home: Setup) -> None:
     home, ledger, admin = admin_home
-    early = generate_key(home, ledger, "gina", actor="someone", passphrase=None)
+    early = announce_key(home, ledger, admin, "gina", passphrase=None)
     create_principal(
         ledger, admin, NewPrincipal.check("gina", "person", None), roles=[Role.AUDITOR]
     )
     with pytest.raises(AuthenticationError):
         login(home, ledger, "gina")
-    adopted = generate_key(home, ledger, "hal", actor="someone", passphrase=None)
+    adopted = announce_key(home, ledger, admin, "hal", passphrase=None)
     create_principal(
         ledger,
         admin,
@@ -333,3 +335,97 @@ def test_the_build_key_never_authenticates(admin_home: Setup, tmp_path: Path) ->
             now=now(),
         )
     assert str(caught.value) == cannot_authenticate("bob")
+
+
+def _forged_key_file(tmp_path: Path, name: str) -> tuple[Path, str, str]:
+    """A key pair of the attacker's: its file, key id and public PEM."""
+    private = generate_ed25519()
+    path = tmp_path / f"{name}.key"
+    save_private_key(private, path)
+    public = private.public_key()
+    return path, key_id(public), public_key_pem(public)
+
+
+def test_a_key_announced_for_someone_else_without_the_right_does_not_count(
+    admin_home: Setup, tmp_path: Path
+) -> None:
+    """Whoever may append events (a builder) announces a key of their own for the admin, unsigned
+    or signed with their own key, and tries to speak as the admin with it: the announcement does
+    not count, is listed as rejected, and the key authenticates no one."""
+    home, ledger, admin = admin_home
+    add_principal(home, ledger, admin, "mallory", [Role.BUILDER])
+    mallory = login(home, ledger, "mallory")
+    path, keyid, pem = _forged_key_file(tmp_path, "forged")
+    claim = {"principal": ADMIN_NAME, "purpose": "signing", "public_key": pem}
+    forged = Event.create("key.created", "mallory", f"key:{keyid}", claim)
+    signed_path, signed_keyid, signed_pem = _forged_key_file(tmp_path, "forged-signed")
+    signed_claim = {**claim, "public_key": signed_pem, "auth": mallory.auth_payload()}
+    signed = Event.create("key.created", "mallory", f"key:{signed_keyid}", signed_claim)
+    appended = ledger.append(forged).index
+    appended_signed = Actor("mallory", mallory).ledger(ledger).append(signed).index
+    state = AccessState.replay(ledger)
+    assert keyid not in state.keys and signed_keyid not in state.keys
+    reasons = {r.index: r.reason for r in state.rejected}
+    assert "does not say how its actor authenticated" in reasons[appended]
+    assert "mallory did not hold keys.manage" in reasons[appended_signed]
+    for key_file in (path, signed_path):
+        with pytest.raises(AuthenticationError) as caught:
+            login(home, ledger, ADMIN_NAME, key_file)
+        assert str(caught.value) == cannot_authenticate(ADMIN_NAME)
+    # the same keys, announced by the admin, count
+    for pem_text, wanted in ((pem, keyid), (signed_pem, signed_keyid)):
+        announcement = Event.create(
+            "key.created",
+            ADMIN_NAME,
+            f"key:{wanted}",
+            {**claim, "public_key": pem_text, "auth": admin.auth_payload()},
+        )
+        Actor(ADMIN_NAME, admin).ledger(ledger).append(announcement)
+    assert login(home, ledger, ADMIN_NAME, path).key_id == keyid
+
+
+def test_own_keys_need_a_signature_others_keys_need_keys_manage(
+    admin_home: Setup, tmp_path: Path
+) -> None:
+    home, ledger, admin = admin_home
+    add_principal(home, ledger, admin, "bob", [Role.BUILDER])
+    bob = login(home, ledger, "bob")
+    # with its key, bob adds a key of its own (keys.manage.own): it counts
+    second = announce_key(home, ledger, bob, "bob", passphrase=None)
+    assert second.info.keyid in AccessState.replay(ledger).keys
+    # with a token, bob cannot: refused live, and not counted when appended anyway
+    token = create_token(ledger, admin, "bob", expires=now() + timedelta(hours=1), now=now())
+    bob_by_token = by_token(home, ledger, token.secret)
+    with pytest.raises(AuthenticationError, match="a token cannot create keys"):
+        announce_key(home, ledger, bob_by_token, "bob", passphrase=None)
+    _, keyid, pem = _forged_key_file(tmp_path, "bob-token")
+    index = ledger.append(
+        Event.create(
+            "key.created",
+            "bob",
+            f"key:{keyid}",
+            {"principal": "bob", "public_key": pem, "auth": bob_by_token.auth_payload()},
+        )
+    ).index
+    state = AccessState.replay(ledger)
+    assert keyid not in state.keys
+    assert [r.reason for r in state.rejected if r.index == index] == [
+        "the key announcement does not count: a token cannot announce a key of its own principal"
+    ]
+    # nor a key of another principal (keys.manage is the admin's)
+    with pytest.raises(AccessDenied):
+        announce_key(home, ledger, bob, ADMIN_NAME, passphrase=None)
+    # the admin may, with a token too: the announcement names the token
+    admin_token = create_token(
+        ledger, admin, ADMIN_NAME, expires=now() + timedelta(hours=1), now=now()
+    )
+    by_admin_token = by_token(home, ledger, admin_token.secret)
+    made = announce_key(home, ledger, by_admin_token, "bob", passphrase=None)
+    event = ledger.entry(made.ledger_index)
+    assert event.type == "key.created"
+    state = AccessState.replay(ledger)
+    assert made.info.keyid in state.keys and state.keys[made.info.keyid].principal == "bob"
+    # refresh gives what a full replay gives
+    partial = AccessState()
+    partial.refresh(ledger)
+    assert partial.to_dict(now()) == state.to_dict(now())

@@ -17,6 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from immutrail.access import AccessState, Role, create_token
+from immutrail.access.actor import announce_key
 from immutrail.access.errors import INVALID_TOKEN
 from immutrail.cli import access as access_cli
 from immutrail.ledger.event import parse_entry
@@ -197,9 +198,7 @@ def test_principal_failures_are_indistinguishable(booted: Path) -> None:
     run(home, "principal", "create", "bob", "--role", "auditor", *auth)
     run(home, "principal", "create", "carol", "--role", "auditor", *auth)
     with open_ledger(home) as ledger:
-        from immutrail.keys.keystore import generate_key
-
-        generate_key(home, ledger, "carol", actor="root", passphrase=None)
+        announce_key(home, ledger, login(home, ledger, ADMIN), "carol", passphrase=None)
     run(home, "principal", "disable", "carol", "--reason", "left", *auth)
     for name in ("nobody", "bob", "carol"):  # unknown, without a key, disabled
         message = run(home, "principal", "whoami", "--as", name, code=1)

@@ -25,13 +25,14 @@ from immutrail.access import (
     revoke_role,
     revoke_token,
 )
+from immutrail.access.actor import announce_key
 from immutrail.access.manage import bootstrap
 from immutrail.access.registry import (
     EVENT_PRINCIPAL_CREATED,
     EVENT_ROLE_GRANTED,
     principal_subject,
 )
-from immutrail.keys.keystore import generate_key, revoke_key
+from immutrail.keys.keystore import revoke_key
 from immutrail.ledger.event import Event, sign_event
 from immutrail.ledger.ledger import Appended, Ledger
 
@@ -80,7 +81,7 @@ def test_rebuilt_state_equals_incremental_state(admin_home: Setup) -> None:
     same()
     revoke_token(ledger, admin, made.token.token_id, reason="done", state=state)
     same()
-    generate_key(home, ledger, "bob", actor="root", passphrase=None)
+    announce_key(home, ledger, admin, "bob", passphrase=None)
     ledger.append(_grant(admin, "nobody"))  # does not count: there is no principal nobody
     same()
     disable_principal(ledger, admin, "bob", reason="left", state=state)

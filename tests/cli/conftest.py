@@ -24,10 +24,11 @@ from access.conftest import ADMIN, RIGHT_ENV, add_principal, login, role_environ
 from artifacts.conftest import isolate
 from deploy.conftest import hello_repo
 from immutrail.access import NewPrincipal, Role, bootstrap, create_token, disable_principal
+from immutrail.access.actor import announce_key
 from immutrail.access.manage import revoke_token
 from immutrail.artifacts.builder import build
 from immutrail.cli.main import app
-from immutrail.keys.keystore import KEYS_DIR, generate_key
+from immutrail.keys.keystore import KEYS_DIR
 from immutrail.ledger.home import init_ledger, open_ledger
 
 GONE = "p-gone"
@@ -142,7 +143,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             tokens["expired"] = create_token(
                 ledger, admin, builder, expires=long_ago + timedelta(days=1), now=long_ago
             ).secret
-            spare = generate_key(home, ledger, SPARE, actor=ADMIN, passphrase=None)
+            spare = announce_key(home, ledger, admin, SPARE, passphrase=None)
         repo = hello_repo(root / "hello")
         digest = build(repo / "image.yaml", home, tag="hello:1", actor=ADMIN).digest
         yield World(home, root, digest, tokens, spare.info.keyid)

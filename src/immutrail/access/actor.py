@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from immutrail.keys.keystore import SigningKey
+from immutrail.keys.keystore import Generated, SigningKey, generate_key
 from immutrail.keys.passphrase import PassphraseSource
 from immutrail.ledger.event import Event, sign_event
 from immutrail.ledger.ledger import Appended, Ledger
@@ -32,7 +32,14 @@ from .errors import AccessInputError, AuthenticationError
 from .model import Action
 from .registry import AccessState
 
-__all__ = ["Actor", "SigningLedger", "act", "authorize_key_change", "setup_actor"]
+__all__ = [
+    "Actor",
+    "SigningLedger",
+    "act",
+    "announce_key",
+    "authorize_key_change",
+    "setup_actor",
+]
 
 
 class SigningLedger(Ledger):
@@ -192,3 +199,30 @@ def authorize_key_change(identity: Identity, owner: str, *, creating: bool) -> N
             "a token cannot create keys: authenticate with a key of yours (--as "
             f"{identity.principal}) to add another"
         )
+
+
+def announce_key(
+    home: Path,
+    ledger: Ledger,
+    identity: Identity,
+    principal: str,
+    *,
+    passphrase: bytes | None,
+    algorithm: str = "ed25519",
+    purpose: str = "signing",
+) -> Generated:
+    """``keys generate`` once access control is set up: a new key of ``principal``, announced
+    by ``identity`` (who must be allowed to, as :func:`authorize_key_change` says), signed with
+    its key when it authenticated with one and naming how it authenticated, so that the access
+    replay counts the key."""
+    authorize_key_change(identity, principal, creating=True)
+    return generate_key(
+        home,
+        Actor(identity.principal, identity).ledger(ledger),
+        principal,
+        actor=identity.principal,
+        algorithm=algorithm,
+        purpose=purpose,
+        passphrase=passphrase,
+        auth=identity.auth_payload(),
+    )

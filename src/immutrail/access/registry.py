@@ -13,6 +13,10 @@ it counts:
   live at the event's time and whose scopes allow the change;
 - the change makes sense (the principal exists, the role is held, the last admin stays ...).
 
+A ``key.created`` counts by the same rules once a principal exists (``keys.manage``, or
+``keys.manage.own`` and a signature for one's own key): otherwise whoever could append an event
+could announce a key of their own for an admin and then authenticate as that admin.
+
 An event that does not count changes nothing and is listed in :attr:`AccessState.rejected` with
 the reason, so a forged or tampered event can neither grant nor hide anything. The one exception
 to the actor rule is the bootstrap: on a ledger with no principal, a ``principal.created`` with
@@ -326,6 +330,12 @@ class AccessState:
     def feed(self, index: int, event: Event) -> str | None:
         """Apply one event at ledger ``index`` if it counts; else why it does not."""
         if event.type == EVENT_KEY_CREATED:
+            try:
+                self._check_key_announcement(event)
+            except UnauthorizedEventError as exc:
+                reason = f"the key announcement does not count: {exc}"
+                self.rejected.append(Rejected(index, event.type, event.actor, reason))
+                return reason
             self._learn_key(index, event)
             return None
         if event.type == EVENT_KEY_REVOKED:
@@ -445,12 +455,43 @@ class AccessState:
         else:
             self._check_token_revoke(event, name)
 
-    def _check_actor(self, event: Event, needed: Action) -> Token | None:
-        """The actor is enabled, proved itself and holds ``needed``; the token it used, if any."""
+    def _check_key_announcement(self, event: Event) -> None:
+        """Once a principal exists, a ``key.created`` counts only when its actor proved itself
+        and may add that key, as :func:`immutrail.access.actor.authorize_key_change` decides
+        live: another principal's key needs ``keys.manage``; one's own ``keys.manage.own`` and a
+        signature (a token cannot mint a key of its own principal). Otherwise anyone allowed to
+        append could announce a key of their own for an admin and then speak as that admin.
+
+        Before the bootstrap (setup mode) nothing can be authenticated yet: the bootstrap's own
+        key is announced then. A home's build key is never a principal's proof (see
+        :meth:`key_counts`), so its announcement needs none either.
+        """
+        payload = event.payload
+        if not self.bootstrapped or payload.get("purpose") == PURPOSE_BUILDER:
+            return
+        # A signed announcement names its key by its signature: ``keys generate`` signs with
+        # the caller's key (SigningLedger); a token-made one names its token in payload.auth.
+        auth = payload.get("auth")
+        if auth is None and event.signature is not None:
+            auth = {"method": AUTH_KEY, "key_id": event.signature["keyid"]}
+        owner = str(payload.get("principal") or event.actor)
+        try:
+            self._check_actor(event, Action.KEYS_MANAGE, auth)
+            return
+        except UnauthorizedEventError:
+            if owner != event.actor:
+                raise
+        if self._check_actor(event, Action.KEYS_MANAGE_OWN, auth) is not None:
+            raise UnauthorizedEventError("a token cannot announce a key of its own principal")
+
+    def _check_actor(self, event: Event, needed: Action, auth: object = None) -> Token | None:
+        """The actor is enabled, proved itself and holds ``needed``; the token it used, if any.
+        ``auth``: how it authenticated, when not the event's ``payload.auth``."""
         actor = self.principals.get(event.actor)
         if actor is None or not actor.enabled:
             raise UnauthorizedEventError(f"its actor {event.actor} is not an enabled principal")
-        auth = event.payload.get("auth")
+        if auth is None:
+            auth = event.payload.get("auth")
         if not isinstance(auth, Mapping):
             raise UnauthorizedEventError(
                 "it does not say how its actor authenticated (payload.auth)"

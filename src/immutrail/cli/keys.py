@@ -145,6 +145,7 @@ def generate(
                 algorithm=algorithm.value,
                 purpose=purpose,
                 passphrase=secret,
+                auth=None if who.identity is None else who.identity.auth_payload(),
             )
     if fmt is Format.json:
         emit_json(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,9 +225,12 @@ def generate_key(
     algorithm: str = "ed25519",
     purpose: str = "signing",
     passphrase: bytes | None,
+    auth: Mapping[str, str] | None = None,
 ) -> Generated:
     """Make a key for ``principal``, keep it encrypted here and announce it in the ledger.
 
+    ``auth``: how the announcing actor authenticated (``payload.auth``, as access events record
+    it), once access control is set up: the access replay counts the key only then.
     ``passphrase`` None stores the key unencrypted (the caller asked for that explicitly). The
     key file is written first and removed again if the announcement cannot be appended, so a
     failure leaves neither an orphan key nor an announced key without its private half.
@@ -258,6 +261,7 @@ def generate_key(
             "purpose": purpose,
             "algorithm": algorithm,
             "public_key": public_key_pem(public),
+            **({"auth": dict(auth)} if auth is not None else {}),
         },
     )
     event.entry_bytes()  # a malformed event is refused before anything is written
