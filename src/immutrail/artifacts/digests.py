@@ -69,10 +69,6 @@ class HashingWriter:
         if self._target is not None:
             self._target.flush()
 
-    def tell(self) -> int:
-        """The bytes written so far (what :class:`tarfile.TarFile` asks once, in write mode)."""
-        return self.size
-
     @property
     def digest(self) -> str:
         return f"{ALGORITHM}:{self._hash.hexdigest()}"

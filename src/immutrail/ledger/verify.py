@@ -268,16 +268,8 @@ def _check_base_tiles(store: LedgerStore, result: RangeResult, leaves: list[byte
     first = result.start // tiles.TILE_WIDTH
     count = -(-len(leaves) // tiles.TILE_WIDTH)
     stored = store.tiles(tiles.tile_key(0, first), tiles.tile_key(0, first + count))
-    for n in range(count):
-        base = leaves[n * tiles.TILE_WIDTH : (n + 1) * tiles.TILE_WIDTH]
-        if len(base) < 2:
-            continue
-        computed = tiles.from_base(base)
-        result.nodes += len(computed) // HASH_SIZE
-        if stored.get(tiles.tile_key(0, first + n)) != computed:
-            result.tiles_differ = True
-        if len(base) == tiles.TILE_WIDTH:
-            result.tops.append(computed[-HASH_SIZE:])
+    equal, result.tops, result.nodes = _recompute_tiles(leaves, 0, first, stored)
+    result.tiles_differ = not equal
 
 
 def _upper_tiles_agree(store: LedgerStore, tops: list[bytes]) -> tuple[bool, int]:
@@ -285,19 +277,31 @@ def _upper_tiles_agree(store: LedgerStore, tops: list[bytes]) -> tuple[bool, int
     nodes, tile_level, base = 0, 1, tops
     while len(base) >= 2:
         stored = store.tiles(tiles.tile_key(tile_level, 0), tiles.tile_key(tile_level + 1, 0))
-        above: list[bytes] = []
-        for n in range(0, len(base), tiles.TILE_WIDTH):
-            part = base[n : n + tiles.TILE_WIDTH]
-            if len(part) < 2:
-                continue
-            computed = tiles.from_base(part)
-            nodes += len(computed) // HASH_SIZE
-            if stored.get(tiles.tile_key(tile_level, n // tiles.TILE_WIDTH)) != computed:
-                return False, nodes
-            if len(part) == tiles.TILE_WIDTH:
-                above.append(computed[-HASH_SIZE:])
-        base, tile_level = above, tile_level + 1
+        equal, base, computed = _recompute_tiles(base, tile_level, 0, stored)
+        nodes += computed
+        if not equal:
+            return False, nodes
+        tile_level += 1
     return True, nodes
+
+
+def _recompute_tiles(
+    base: Sequence[bytes], tile_level: int, first: int, stored: dict[int, bytes]
+) -> tuple[bool, list[bytes], int]:
+    """The tiles of ``tile_level`` over ``base`` (tile ``first`` onwards), each recomputed and
+    compared with ``stored``: (all equal, the tops of the full ones, hashes computed)."""
+    equal, tops, nodes = True, [], 0
+    for n in range(0, len(base), tiles.TILE_WIDTH):
+        part = base[n : n + tiles.TILE_WIDTH]
+        if len(part) < 2:
+            continue
+        computed = tiles.from_base(part)
+        nodes += len(computed) // HASH_SIZE
+        if stored.get(tiles.tile_key(tile_level, first + n // tiles.TILE_WIDTH)) != computed:
+            equal = False
+        if len(part) == tiles.TILE_WIDTH:
+            tops.append(computed[-HASH_SIZE:])
+    return equal, tops, nodes
 
 
 def _range_worker(url: str, start: int, stop: int, entry_format: bool) -> RangeResult:

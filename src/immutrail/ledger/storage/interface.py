@@ -101,6 +101,24 @@ RowFetcher = Callable[[str, Sequence[object]], Sequence[Sequence[Any]]]
 """Runs one SELECT with bound values and returns all its rows (a backend's cursor call)."""
 
 
+def scan_chunks(
+    fetch: RowFetcher, columns: str, start: int, stop: int, chunk: int, mark: str
+) -> Iterator[list[Any]]:
+    """Rows of ``columns`` (``idx`` first) of the entries ``[start, stop)`` in index order,
+    ``chunk`` rows a query; each query starts after the last index seen (keyset pagination),
+    so a missing entry shortens a chunk rather than stopping the scan."""
+    sql = (
+        f"SELECT {columns} FROM entries WHERE idx >= {mark} AND idx < {mark} "
+        f"ORDER BY idx LIMIT {mark}"
+    )
+    while start < stop:
+        rows = list(fetch(sql, (start, stop, chunk)))
+        if not rows:
+            return
+        yield rows
+        start = rows[-1][0] + 1
+
+
 def row_to_entry(r: Sequence[Any]) -> EntryRow:
     return EntryRow(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]))
 

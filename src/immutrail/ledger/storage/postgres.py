@@ -37,6 +37,7 @@ from .interface import (
     paginate,
     redact_url,
     row_to_entry,
+    scan_chunks,
     tiles_from_v2_nodes,
     wanted_rows,
 )
@@ -339,48 +340,21 @@ class PostgresStore:
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[EntryRow]:
         return self.query(EntryFilter(start=start, limit=None if stop is None else stop - start))
 
+    def _fetch(self, sql: str, args: Sequence[object]) -> list[Any]:
+        """One SELECT's rows, binary (BYTEA as bytes, no hex text)."""
+        return self._conn.execute(sql, args, binary=True).fetchall()
+
     def entry_chunks(self, start: int, stop: int) -> Iterator[list[EntryTuple]]:
-        sql = (
-            f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx >= %s AND idx < %s "
-            "ORDER BY idx LIMIT %s"
-        )
-        while start < stop:
-            rows = self._conn.execute(sql, (start, stop, QUERY_CHUNK), binary=True).fetchall()
-            if not rows:
-                return
-            yield rows
-            start = rows[-1][0] + 1
+        return scan_chunks(self._fetch, ENTRY_COLUMNS, start, stop, QUERY_CHUNK, "%s")
 
     def leaf_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes]]]:
-        sql = (
-            "SELECT idx, leaf_hash FROM entries WHERE idx >= %s AND idx < %s ORDER BY idx LIMIT %s"
-        )
-        while start < stop:
-            rows = [
-                (r[0], bytes(r[1]))
-                for r in self._conn.execute(sql, (start, stop, LEAF_CHUNK), binary=True)
-            ]
-            if not rows:
-                return
-            yield rows
-            start = rows[-1][0] + 1
+        return scan_chunks(self._fetch, "idx, leaf_hash", start, stop, LEAF_CHUNK, "%s")
 
     def tune_for_scans(self) -> None:
         """Nothing to tune: the server's buffers serve every connection."""
 
     def leaf_data_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
-        sql = (
-            "SELECT idx, data, leaf_hash FROM entries WHERE idx >= %s AND idx < %s "
-            "ORDER BY idx LIMIT %s"
-        )
-        while start < stop:
-            rows: list[tuple[int, bytes, bytes]] = self._conn.execute(
-                sql, (start, stop, QUERY_CHUNK), binary=True
-            ).fetchall()
-            if not rows:
-                return
-            yield rows
-            start = rows[-1][0] + 1
+        return scan_chunks(self._fetch, "idx, data, leaf_hash", start, stop, QUERY_CHUNK, "%s")
 
     def catch_up_indexes(self) -> None:
         """Bring the derived indexes up to the tree head, sorted, in one transaction."""
@@ -409,9 +383,7 @@ class PostgresStore:
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
         if needs_derived(flt):
             self.catch_up_indexes()
-        return paginate(
-            flt, lambda sql, args: self._conn.execute(sql, args, binary=True).fetchall(), "%s"
-        )
+        return paginate(flt, self._fetch, "%s")
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
         if not keys:

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .. import tiles
 from ..errors import DuplicateEventError, NotInitializedError, StorageError
@@ -36,6 +37,7 @@ from .interface import (
     nodes_from,
     paginate,
     row_to_entry,
+    scan_chunks,
     tiles_from_v2_nodes,
     wanted_rows,
 )
@@ -363,23 +365,14 @@ class SqliteStore:
     def entries(self, start: int = 0, stop: int | None = None) -> Iterator[EntryRow]:
         return self.query(EntryFilter(start=start, limit=None if stop is None else stop - start))
 
+    def _fetch(self, sql: str, args: Sequence[object]) -> list[Any]:
+        return self._conn.execute(sql, args).fetchall()
+
     def entry_chunks(self, start: int, stop: int) -> Iterator[list[EntryTuple]]:
-        sql = f"SELECT {ENTRY_COLUMNS} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
-        while start < stop:
-            rows: list[EntryTuple] = self._conn.execute(sql, (start, stop, QUERY_CHUNK)).fetchall()
-            if not rows:
-                return
-            yield rows
-            start = rows[-1][0] + 1
+        return scan_chunks(self._fetch, ENTRY_COLUMNS, start, stop, QUERY_CHUNK, "?")
 
     def leaf_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes]]]:
-        sql = "SELECT idx, leaf_hash FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?"
-        while start < stop:
-            rows = [(r[0], bytes(r[1])) for r in self._conn.execute(sql, (start, stop, LEAF_CHUNK))]
-            if not rows:
-                return
-            yield rows
-            start = rows[-1][0] + 1
+        return scan_chunks(self._fetch, "idx, leaf_hash", start, stop, LEAF_CHUNK, "?")
 
     def tune_for_scans(self) -> None:
         # The large page cache that helps appends slows a single pass: every page read takes a
@@ -387,18 +380,7 @@ class SqliteStore:
         self._conn.execute("PRAGMA cache_size=-2000")
 
     def leaf_data_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
-        sql = (
-            "SELECT idx, data, leaf_hash FROM entries WHERE idx >= ? AND idx < ? "
-            "ORDER BY idx LIMIT ?"
-        )
-        while start < stop:
-            rows: list[tuple[int, bytes, bytes]] = self._conn.execute(
-                sql, (start, stop, QUERY_CHUNK)
-            ).fetchall()
-            if not rows:
-                return
-            yield rows
-            start = rows[-1][0] + 1
+        return scan_chunks(self._fetch, "idx, data, leaf_hash", start, stop, QUERY_CHUNK, "?")
 
     def catch_up_indexes(self) -> None:
         """Bring the derived indexes up to the tree head, sorted, in one transaction."""
@@ -418,14 +400,12 @@ class SqliteStore:
 
     def check_derived_indexes(self) -> list[tuple[str, str, int | None]]:
         upto = int(self.get_meta(INDEXED_UPTO) or 0)
-        return derived_index_problems(
-            lambda sql, args: self._conn.execute(sql, args).fetchall(), "?", upto
-        )
+        return derived_index_problems(self._fetch, "?", upto)
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]:
         if needs_derived(flt):
             self.catch_up_indexes()
-        return paginate(flt, lambda sql, args: self._conn.execute(sql, args).fetchall(), "?")
+        return paginate(flt, self._fetch, "?")
 
     def nodes(self, keys: Sequence[NodeKey]) -> Mapping[NodeKey, bytes]:
         if not keys:
