@@ -3,23 +3,27 @@
 The attacks of the issue, each against the real store and ledger: a forged statement (payload
 changed after signing), a signature or approval copied to another image, an approval replayed
 for another environment, approvals by an unannounced or revoked key, the same principal twice,
-a statement naming someone other than the key's principal, and the build key approving.
+a statement naming someone other than the key's principal, the build key approving, and a key
+planted for someone else by whoever could append an event.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from immutrail.access import AccessState, NewPrincipal, authenticate, bootstrap
+from immutrail.access.actor import Actor
 from immutrail.artifacts.attestations import DSSE_MEDIA_TYPE
 from immutrail.artifacts.provenance import IN_TOTO_PAYLOAD_TYPE
-from immutrail.artifacts.statements import PREDICATE_ANNOTATION, attest
+from immutrail.artifacts.statements import PREDICATE_ANNOTATION, attest, ledger_keys
 from immutrail.crypto.canonical import canonical_json
-from immutrail.crypto.keys import generate_ed25519, key_id, save_private_key
+from immutrail.crypto.keys import generate_ed25519, key_id, public_key_pem, save_private_key
 from immutrail.keys.errors import RevokedKeyError, UnknownKeyError
 from immutrail.keys.keystore import load_signing_key, revoke_key
-from immutrail.ledger.event import parse_entry
+from immutrail.ledger.event import Event, parse_entry
 from immutrail.ledger.storage.interface import EntryFilter
 from immutrail.signing.approve import (
     APPROVAL_PREDICATE,
@@ -274,3 +278,56 @@ def test_bad_requests_change_nothing(home: Path, repo: Path) -> None:
         assert w.ledger.head().size == size and len(w.store.referrers(digest)) == referrers
         events = list(w.ledger.entries(EntryFilter(type=EVENT_APPROVED)))
         assert events == []
+
+
+def test_a_key_planted_for_someone_else_signs_nothing_that_counts(
+    home: Path, repo: Path, tmp_path: Path
+) -> None:
+    """With access set up, whoever can append events announces a key of their own for the admin
+    and approves with it: the approval is signed by no ledger key, because the announcement
+    does not count; the same key announced by the admin (keys.manage) approves."""
+    with world(home, repo) as w:
+        digest = w.build("app:1")
+        bootstrap(home, w.ledger, NewPrincipal.check("root", "person", None), passphrase=None)
+        admin = authenticate(
+            home,
+            w.ledger,
+            principal="root",
+            token=None,
+            key_file=None,
+            passphrase_file=None,
+            now=datetime.now(UTC),
+        )
+        planted = generate_ed25519()
+        keyid = key_id(planted.public_key())
+        claim = {
+            "principal": "root",
+            "purpose": "approval",
+            "public_key": public_key_pem(planted.public_key()),
+        }
+        index = w.ledger.append(Event.create("key.created", "root", f"key:{keyid}", claim)).index
+        predicate = {
+            "environment": "prod",
+            "approver": "root",
+            "approved_at": "2026-01-01T00:00:00Z",
+            "nonce": "n",
+        }
+        attest(w.store, w.ledger, home, "root", digest, APPROVAL_PREDICATE, predicate, key=planted)
+        assert keyid not in ledger_keys(w.ledger)
+        counted, rejected = valid_approvals(w.store, w.ledger, digest, "prod")
+        assert counted == [] and reasons(rejected) == ["signed by no ledger key"]
+        assert "does not say how its actor authenticated" in next(
+            r.reason for r in AccessState.replay(w.ledger).rejected if r.index == index
+        )
+
+        Actor("root", admin).ledger(w.ledger).append(
+            Event.create(
+                "key.created",
+                "root",
+                f"key:{keyid}",
+                {**claim, "auth": admin.auth_payload()},
+            )
+        )
+        assert ledger_keys(w.ledger)[keyid].principal == "root"
+        counted, rejected = valid_approvals(w.store, w.ledger, digest, "prod")
+        assert [a.principal for a in counted] == ["root"] and rejected == []

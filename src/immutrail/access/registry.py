@@ -24,12 +24,15 @@ to the actor rule is the bootstrap: on a ledger with no principal, a ``principal
 index by its own ``role.granted`` admin (also signed).
 
 The state is rebuilt on every open (no cache to go stale); :meth:`AccessState.refresh` applies
-only what was appended since, and equals a full replay (the tests check it).
+only what was appended since, and equals a full replay (the tests check it). :func:`counting_keys`
+is what every signature check trusts (attestations, approvals, policy): the keys whose
+announcement counts, from one replay per opened store kept current.
 """
 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -765,7 +768,7 @@ class AccessState:
             )
 
     def _learn_key(self, index: int, event: Event) -> None:
-        """As :func:`immutrail.artifacts.statements.ledger_keys` reads ``key.created``."""
+        """Record the key a counting ``key.created`` announces (the first one for its key id)."""
         try:
             public = load_public_key_pem(str(event.payload.get("public_key", "")))
         except CryptoError:
@@ -782,6 +785,30 @@ class AccessState:
         record = self.keys.get(keyid)
         if record is not None and record.revoked_index is None:
             self.keys[keyid] = replace(record, revoked_index=index)
+
+
+_KEY_REPLAYS: weakref.WeakKeyDictionary[object, AccessState] = weakref.WeakKeyDictionary()
+"""One replay per opened store, brought up to date by each :func:`counting_keys` call: a command
+checks signatures several times, and replaying from the start each time would cost the whole
+access history each time. Keyed by the store, which every view of one ledger shares."""
+
+
+def counting_keys(ledger: Ledger) -> dict[str, KeyRecord]:
+    """Every key whose ``key.created`` counts, by key id, with its revocation if any.
+
+    The keys that verify signatures on attestations, approvals and policy changes: an
+    announcement its actor was not entitled to make (see :meth:`AccessState.feed`) vouches for
+    nothing, so whoever can append an event cannot plant a key for someone else and sign as
+    them. A key counting here says who holds it; whether it may speak for its principal now
+    (revoked, the build key, announced before the principal existed) is
+    :meth:`AccessState.key_counts`'s question.
+    """
+    state = _KEY_REPLAYS.get(ledger.store)
+    if state is None:
+        state = _KEY_REPLAYS[ledger.store] = AccessState.replay(ledger)
+    else:
+        state.refresh(ledger)
+    return dict(state.keys)
 
 
 def _subject_principal(event: Event) -> str:

@@ -18,10 +18,8 @@ from typing import Any
 from immutrail.crypto.canonical import canonical_json, parse_strict_json
 from immutrail.crypto.dsse import sign_envelope
 from immutrail.crypto.errors import CryptoError
-from immutrail.crypto.keys import PrivateKey, PublicKey, key_id, load_public_key_pem
-from immutrail.ledger.event import parse_entry
+from immutrail.crypto.keys import PrivateKey, PublicKey
 from immutrail.ledger.ledger import Ledger
-from immutrail.ledger.storage.interface import EntryFilter
 
 from .attach import attach_and_record
 from .attestations import DSSE_MEDIA_TYPE, builder_key
@@ -56,41 +54,22 @@ class LedgerKey:
 
 
 def ledger_keys(ledger: Ledger) -> dict[str, LedgerKey]:
-    """Every key the ledger announced, by key id, with its revocation (if any).
+    """Every key the ledger announced and whose announcement counts, by key id, with its
+    revocation (if any).
 
     The principal is the payload's ``principal`` when present (keys generated for a person), else
-    the announcing actor (the builder key is announced by whoever first built).
+    the announcing actor (the builder key is announced by whoever first built). Once access
+    control is set up, an announcement counts only when its actor was entitled to make it
+    (:func:`immutrail.access.registry.counting_keys`): a key planted for someone else by
+    whoever could append an event signs nothing that counts.
     """
-    keys: dict[str, LedgerKey] = {}
-    for row in ledger.entries(EntryFilter(type=EVENT_KEY_CREATED)):
-        event = parse_entry(row.data)
-        try:
-            public = load_public_key_pem(str(event.payload.get("public_key", "")))
-        except CryptoError:
-            continue  # ledger verify reports such an entry; it can never vouch for anything
-        keyid = key_id(public)
-        if event.subject != f"key:{keyid}" or keyid in keys:
-            continue
-        keys[keyid] = LedgerKey(
-            keyid,
-            public,
-            str(event.payload.get("principal") or event.actor),
-            str(event.payload.get("purpose", "")),
-            row.index,
-        )
-    for row in ledger.entries(EntryFilter(type=EVENT_KEY_REVOKED)):
-        keyid = row.subject.removeprefix("key:")
-        known = keys.get(keyid)
-        if known is not None and known.revoked_index is None:
-            keys[keyid] = LedgerKey(
-                known.keyid,
-                known.public,
-                known.principal,
-                known.purpose,
-                known.created_index,
-                row.index,
-            )
-    return keys
+    # Imported here: the access package builds on this module (its keys, its statements).
+    from immutrail.access.registry import counting_keys
+
+    return {
+        keyid: LedgerKey(keyid, k.public, k.principal, k.purpose, k.created_index, k.revoked_index)
+        for keyid, k in counting_keys(ledger).items()
+    }
 
 
 def make_statement(

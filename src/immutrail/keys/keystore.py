@@ -345,8 +345,9 @@ def load_signing_key(
         if found is None:
             raise UnknownKeyError(
                 f"the key in {key_file} ({key_id(private.public_key())}) is not announced in "
-                "the ledger: it cannot sign anything that counts",
-                hint="Create keys with `immutrail keys generate`, which announces them.",
+                "the ledger, or by no one entitled to: it cannot sign anything that counts",
+                hint="Create keys with `immutrail keys generate`, which announces them; "
+                "`immutrail principal list` shows announcements that did not count.",
             )
         chosen, path = found, key_file
     else:
