@@ -97,7 +97,8 @@ ACCESS_EVENTS = (
     EVENT_TOKEN_CREATED,
     EVENT_TOKEN_REVOKED,
 )
-_REPLAYED = (*ACCESS_EVENTS, EVENT_KEY_CREATED, EVENT_KEY_REVOKED)
+REPLAYED_EVENTS = (*ACCESS_EVENTS, EVENT_KEY_CREATED, EVENT_KEY_REVOKED)
+"""The event types the access state is replayed from."""
 
 SUBJECT_PREFIX = "principal:"
 MAX_DISPLAY_NAME = 200
@@ -307,7 +308,7 @@ class AccessState:
         """Apply the access events appended since; {index: None if it counts, else why not}."""
         size = ledger.head().size  # read first: an entry appended meanwhile waits for next time
         rows: list[EntryRow] = []
-        for kind in _REPLAYED:
+        for kind in REPLAYED_EVENTS:
             rows.extend(
                 row
                 for row in ledger.entries(EntryFilter(type=kind, start=self.size))

@@ -2,22 +2,23 @@
 
 An actor is authenticated by an event when the event carries the actor's signature by a key that
 ``key.created`` announced for that principal before the event and that was not revoked before
-it (the keys as they stood at the event's index, as docs/access.md replays them), or, unsigned,
-when its payload's ``auth`` names a token that ``token.created`` issued to the actor before the
-event, not revoked before it and not expired at its time. The first admin's key is announced
-before anyone could sign: its unsigned ``key.created`` counts when the bootstrap's
-``principal.created`` names that key and carries a valid signature by it (proof of possession,
-the one trust-on-first-use step). Anything else is a claimed name.
-"""
+it (the keys as they stood at the event's index), or, unsigned, when its payload's ``auth``
+names a token that ``token.created`` issued to the actor before the event, not revoked before it
+and not expired at its time. Only announcements and tokens that count are used: the access
+replay of docs/access.md decides (a ``key.created`` or ``token.created`` whose actor was not
+entitled to make it vouches for no one), so the report and the live checks agree. The first
+admin's key is announced before anyone could sign: its unsigned ``key.created`` counts when the
+bootstrap's ``principal.created`` names that key and carries a valid signature by it (proof of
+possession, the one trust-on-first-use step). Anything else is a claimed name."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from immutrail.access.registry import REPLAYED_EVENTS, AccessState
 from immutrail.crypto.errors import CryptoError
-from immutrail.crypto.keys import PublicKey, key_id, load_public_key_pem
-from immutrail.ledger.errors import EventFormatError
+from immutrail.crypto.keys import PublicKey
 from immutrail.ledger.event import time_us, verify_event_signature
 
 from .. import vocabulary as v
@@ -50,8 +51,9 @@ class Authentication:
     """The keys and tokens the source's ledger announced, to judge events against."""
 
     def __init__(self, source: EventSource) -> None:
-        self.keys = _keys(source)
-        self.tokens = _tokens(source)
+        access = _access(source)
+        self.keys = _keys(access)
+        self.tokens = _tokens(access)
         self.bootstrap_key = _bootstrap_key(source, self.keys)
         self._judged: dict[int, str | None] = {}
 
@@ -102,24 +104,23 @@ class Authentication:
         }
 
 
-def _keys(source: EventSource) -> dict[str, _Key]:
-    keys: dict[str, _Key] = {}
-    for item in source.of_type(v.KEY_CREATED):
-        try:
-            public = load_public_key_pem(str(item.payload.get("public_key", "")))
-        except CryptoError:
-            continue  # `ledger verify` reports it; such an entry can vouch for nothing
-        keyid = key_id(public)
-        if item.event.subject != f"key:{keyid}" or keyid in keys:
-            continue
-        principal = item.text("principal") or item.event.actor
-        keys[keyid] = _Key(public, principal, item.index, None)
-    for item in source.of_type(v.KEY_REVOKED):
-        keyid = item.event.subject.removeprefix("key:")
-        known = keys.get(keyid)
-        if known is not None and known.revoked is None and item.index > known.created:
-            keys[keyid] = _Key(known.public, known.principal, known.created, item.index)
-    return keys
+def _access(source: EventSource) -> AccessState:
+    """The access state replayed from the source's events, in ledger order."""
+    items = sorted(
+        (item for kind in REPLAYED_EVENTS for item in source.of_type(kind)),
+        key=lambda item: item.index,
+    )
+    state = AccessState()
+    for item in items:
+        state.feed(item.index, item.event)
+    return state
+
+
+def _keys(state: AccessState) -> dict[str, _Key]:
+    return {
+        keyid: _Key(key.public, key.principal, key.created_index, key.revoked_index)
+        for keyid, key in state.keys.items()
+    }
 
 
 def _bootstrap_key(source: EventSource, keys: dict[str, _Key]) -> str | None:
@@ -139,22 +140,10 @@ def _bootstrap_key(source: EventSource, keys: dict[str, _Key]) -> str | None:
     return None
 
 
-def _tokens(source: EventSource) -> dict[str, _Token]:
-    tokens: dict[str, _Token] = {}
-    for item in source.of_type("token.created"):
-        token, expires = item.text("token_id"), item.text("expires")
-        if token is None or expires is None or token in tokens:
-            continue
-        try:
-            expires_us = time_us(expires)
-        except EventFormatError:
-            continue
-        owner = item.event.subject.removeprefix("principal:")
-        tokens[token] = _Token(owner, item.index, expires_us, None)
-    for item in source.of_type("token.revoked"):
-        known = tokens.get(item.text("token_id") or "")
-        if known is not None and known.revoked is None and item.index > known.created:
-            tokens[item.text("token_id") or ""] = _Token(
-                known.owner, known.created, known.expires_us, item.index
-            )
-    return tokens
+def _tokens(state: AccessState) -> dict[str, _Token]:
+    return {
+        token_id: _Token(
+            token.principal, token.created_index, time_us(token.expires_text), token.revoked_index
+        )
+        for token_id, token in state.tokens.items()
+    }
