@@ -32,6 +32,7 @@ announcement counts, from one replay per opened store kept current.
 from __future__ import annotations
 
 import re
+import threading
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -792,6 +793,8 @@ _KEY_REPLAYS: weakref.WeakKeyDictionary[object, AccessState] = weakref.WeakKeyDi
 """One replay per opened store, brought up to date by each :func:`counting_keys` call: a command
 checks signatures several times, and replaying from the start each time would cost the whole
 access history each time. Keyed by the store, which every view of one ledger shares."""
+_KEY_REPLAYS_LOCK = threading.Lock()
+"""Serialises refreshes: a replayed state is mutable, and a server may check from threads."""
 
 
 def counting_keys(ledger: Ledger) -> dict[str, KeyRecord]:
@@ -804,12 +807,13 @@ def counting_keys(ledger: Ledger) -> dict[str, KeyRecord]:
     (revoked, the build key, announced before the principal existed) is
     :meth:`AccessState.key_counts`'s question.
     """
-    state = _KEY_REPLAYS.get(ledger.store)
-    if state is None:
-        state = _KEY_REPLAYS[ledger.store] = AccessState.replay(ledger)
-    else:
-        state.refresh(ledger)
-    return dict(state.keys)
+    with _KEY_REPLAYS_LOCK:
+        state = _KEY_REPLAYS.get(ledger.store)
+        if state is None:
+            state = _KEY_REPLAYS[ledger.store] = AccessState.replay(ledger)
+        else:
+            state.refresh(ledger)
+        return dict(state.keys)
 
 
 def _subject_principal(event: Event) -> str:

@@ -9,7 +9,8 @@ replay of docs/access.md decides (a ``key.created`` or ``token.created`` whose a
 entitled to make it vouches for no one), so the report and the live checks agree. The first
 admin's key is announced before anyone could sign: its unsigned ``key.created`` counts when the
 bootstrap's ``principal.created`` names that key and carries a valid signature by it (proof of
-possession, the one trust-on-first-use step). Anything else is a claimed name."""
+possession, the one trust-on-first-use step). Anything else is a claimed name.
+"""
 
 from __future__ import annotations
 
