@@ -30,7 +30,7 @@ from immutrail.ledger.ledger import Appended, Ledger
 from .authenticate import Identity, Method, authenticate, authorize
 from .errors import AccessInputError, AuthenticationError
 from .model import Action
-from .registry import AccessState
+from .registry import AccessState, replayed
 
 __all__ = [
     "Actor",
@@ -160,7 +160,7 @@ def act(
     command appends nothing. ``actor`` (a free-text name) after the bootstrap is an
     AccessInputError.
     """
-    current = AccessState.replay(ledger) if state is None else state
+    current = replayed(ledger) if state is None else state
     if not current.bootstrapped:
         return setup_actor(principal=principal, token=token, actor=actor, fallback=fallback)
     if actor is not None:

@@ -41,6 +41,7 @@ from .registry import (
     KeyRecord,
     check_principal_name,
     permitted,
+    replayed,
 )
 from .tokens import hash_secret, split_token
 
@@ -126,11 +127,12 @@ def authenticate(
 ) -> Identity:
     """The caller, proved by a token or by a key of ``principal``; AuthenticationError if not.
 
-    ``now`` is the caller's clock (token expiry). ``state`` saves a replay when the caller has
-    one; ``passphrase`` replaces ``passphrase_file`` (the CLI passes one that can prompt).
+    ``now`` is the caller's clock (token expiry). ``state``: a replay the caller holds, else the
+    store's shared one (:func:`.registry.replayed`); ``passphrase`` replaces ``passphrase_file``
+    (the CLI passes one that can prompt).
     With a token, ``principal`` (when given) must be the token's principal.
     """
-    current = AccessState.replay(ledger) if state is None else state
+    current = replayed(ledger) if state is None else state
     if token:
         if key_file is not None:
             raise AccessInputError("give either a token or a key file, not both")

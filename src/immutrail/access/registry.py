@@ -24,9 +24,10 @@ to the actor rule is the bootstrap: on a ledger with no principal, a ``principal
 index by its own ``role.granted`` admin (also signed).
 
 The state is rebuilt on every open (no cache to go stale); :meth:`AccessState.refresh` applies
-only what was appended since, and equals a full replay (the tests check it). :func:`counting_keys`
+only what was appended since, and equals a full replay (the tests check it). :func:`replayed`
+keeps one replay per opened store current for a command's several checks; :func:`counting_keys`
 is what every signature check trusts (attestations, approvals, policy): the keys whose
-announcement counts, from one replay per opened store kept current.
+announcement counts.
 """
 
 from __future__ import annotations
@@ -789,12 +790,25 @@ class AccessState:
             self.keys[keyid] = replace(record, revoked_index=index)
 
 
-_KEY_REPLAYS: weakref.WeakKeyDictionary[object, AccessState] = weakref.WeakKeyDictionary()
-"""One replay per opened store, brought up to date by each :func:`counting_keys` call: a command
-checks signatures several times, and replaying from the start each time would cost the whole
-access history each time. Keyed by the store, which every view of one ledger shares."""
-_KEY_REPLAYS_LOCK = threading.Lock()
+_REPLAYS: weakref.WeakKeyDictionary[object, AccessState] = weakref.WeakKeyDictionary()
+"""One replay per opened store, brought up to date by each :func:`replayed` call: a command
+authenticates its caller and then checks signatures, several times, and replaying from the start
+each time would cost the whole access history each time. Keyed by the store, which every view
+of one ledger shares."""
+_REPLAYS_LOCK = threading.Lock()
 """Serialises refreshes: a replayed state is mutable, and a server may check from threads."""
+
+
+def replayed(ledger: Ledger) -> AccessState:
+    """The access state of ``ledger`` as it stands now, shared by every caller in this process
+    that reads the same opened store: read it, never feed it (:meth:`AccessState.copy` first)."""
+    with _REPLAYS_LOCK:
+        state = _REPLAYS.get(ledger.store)
+        if state is None:
+            state = _REPLAYS[ledger.store] = AccessState.replay(ledger)
+        else:
+            state.refresh(ledger)
+        return state
 
 
 def counting_keys(ledger: Ledger) -> dict[str, KeyRecord]:
@@ -807,13 +821,7 @@ def counting_keys(ledger: Ledger) -> dict[str, KeyRecord]:
     (revoked, the build key, announced before the principal existed) is
     :meth:`AccessState.key_counts`'s question.
     """
-    with _KEY_REPLAYS_LOCK:
-        state = _KEY_REPLAYS.get(ledger.store)
-        if state is None:
-            state = _KEY_REPLAYS[ledger.store] = AccessState.replay(ledger)
-        else:
-            state.refresh(ledger)
-        return dict(state.keys)
+    return dict(replayed(ledger).keys)
 
 
 def _subject_principal(event: Event) -> str:
