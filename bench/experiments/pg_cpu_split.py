@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
 from _common import make_events, new_ledger, pg_database, pg_url, scratch_dir
+from entry_packs import pack_rows
 
 from immutrail.ledger import merkle, tiles
 from immutrail.ledger.event import event_time_us
@@ -60,6 +61,19 @@ PACKS_TILES_HEAD = """
     )
     UPDATE head SET size = %s, root = %s, frontier = %s WHERE one = 1
 """
+
+
+def tiles_and_head(
+    appends: Sequence[tuple[int, bytes]], frontier: merkle.Frontier
+) -> tuple[list[int], list[bytes], int, bytes, bytes]:
+    """The bound values of the tile appends and the new tree head, as both statements take them."""
+    return (
+        [k for k, _ in appends],
+        [h for _, h in appends],
+        frontier.size,
+        frontier.root(),
+        frontier.to_bytes(),
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -118,17 +132,7 @@ def streamed(ledger: Ledger, events: Sequence[Any], chunk: int) -> None:
                                     leaf,
                                 )
                             )
-                appends = tiles.pack(completed)
-                cur.execute(
-                    TILES_AND_HEAD,
-                    (
-                        [k for k, _ in appends],
-                        [h for _, h in appends],
-                        frontier.size,
-                        frontier.root(),
-                        frontier.to_bytes(),
-                    ),
-                )
+                cur.execute(TILES_AND_HEAD, tiles_and_head(tiles.pack(completed), frontier))
 
 
 def packed(conn: psycopg.Connection[Any], events: Sequence[Any]) -> None:
@@ -143,30 +147,14 @@ def packed(conn: psycopg.Connection[Any], events: Sequence[Any]) -> None:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SELECT size, root, frontier FROM head WHERE one = 1 FOR UPDATE")
             appends = tiles.pack(frontier.extend(leaves))
-            keys, bodies, hashes, i = [], [], [], 0
-            while i < len(datas):
-                key = (start + i) // PACK
-                end = min(len(datas), (key + 1) * PACK - start)
-                keys.append(key)
-                bodies.append(b"".join([len(d).to_bytes(2, "big") + d for d in datas[i:end]]))
-                hashes.append(b"".join(leaves[i:end]))
-                i = end
+            keys, bodies, hashes = zip(*pack_rows(start, datas, leaves, PACK), strict=True)
             with cur.copy("COPY ids (id, idx) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(["bytea", "int8"])
                 for j, event_id in enumerate(ids):
                     copy.write_row((event_id, start + j))
             cur.execute(
                 PACKS_TILES_HEAD,
-                (
-                    keys,
-                    bodies,
-                    hashes,
-                    [k for k, _ in appends],
-                    [h for _, h in appends],
-                    frontier.size,
-                    frontier.root(),
-                    frontier.to_bytes(),
-                ),
+                (list(keys), list(bodies), list(hashes), *tiles_and_head(appends, frontier)),
             )
 
 

@@ -44,6 +44,7 @@ from .registry import (
     grant_payload,
     parse_kind,
     principal_subject,
+    replayed,
 )
 from .tokens import check_expiry, check_token_id, new_token
 
@@ -123,10 +124,10 @@ def _event(identity: Identity, kind: str, name: str, payload: dict[str, Any]) ->
 
 
 def _current(ledger: Ledger, state: AccessState | None) -> AccessState:
-    """``state`` brought up to date (or a fresh replay): a change is checked against the
-    latest ledger, never against what some earlier call saw."""
+    """``state`` brought up to date (or the store's shared replay): a change is checked against
+    the latest ledger, never against what some earlier call saw."""
     if state is None:
-        return AccessState.replay(ledger)
+        return replayed(ledger)
     state.refresh(ledger)
     return state
 

@@ -42,7 +42,7 @@ from immutrail.access.manage import (
     show_principal,
 )
 from immutrail.access.model import Grant, Role, parse_role, role_has_scoped_actions
-from immutrail.access.registry import AccessState, Token
+from immutrail.access.registry import AccessState, Token, replayed
 from immutrail.access.tokens import parse_duration
 from immutrail.ledger.errors import LedgerInputError
 from immutrail.ledger.event import parse_time
@@ -125,7 +125,7 @@ def session(
 ) -> Iterator[tuple[Ledger, AccessState, Identity]]:
     """The ledger, the replayed access state, and the authenticated caller."""
     with open_ledger(home, db) as ledger:
-        state = AccessState.replay(ledger)
+        state = replayed(ledger)
         identity = authenticate(
             home,
             ledger,
@@ -257,7 +257,7 @@ def principal_create(
             raise AccessInputError("--env and --all-environments go with --role")
         envs = _environments(env, all_environments, roles) if roles else None
         with open_ledger(home, db) as ledger:
-            state = AccessState.replay(ledger)
+            state = replayed(ledger)
             if not state.bootstrapped:
                 result = _bootstrap(
                     home, ledger, state, new, roles, envs, creds, no_passphrase, algorithm
@@ -361,7 +361,7 @@ def bootstrap_admin(
     setup mode. On a ledger NAME already bootstrapped: what exists (``"bootstrap": "existing"``);
     on one bootstrapped by someone else: AccessInputError, nothing written."""
     new = NewPrincipal.check(name, "person", None, email)
-    state = AccessState.replay(ledger)
+    state = replayed(ledger)
     first = state.principal(new.name)
     if state.bootstrapped:
         if first is None or not first.bootstrap:
