@@ -23,6 +23,11 @@ def run(home: Path, *args: str, code: int = 0, stdin: str | None = None) -> str:
     return result.stdout
 
 
+def flat(text: str) -> str:
+    """Rich wraps long messages at the terminal width: compare the words."""
+    return " ".join(text.split())
+
+
 def run_json(home: Path, *args: str, code: int = 0) -> dict:
     data: dict = json.loads(run(home, *args, "--format", "json", code=code))
     assert data["schema_version"] == 1
@@ -221,3 +226,106 @@ def test_console_script_runs_and_documents_exit_codes(tmp_path: Path) -> None:
         [str(exe), "ledger", "append", "--bogus"], capture_output=True, text=True, check=False
     )
     assert bad.returncode == 2
+
+
+@pytest.mark.parametrize("option", ["--payload", "--batch"])
+def test_endless_or_folder_input_files_exit_2_without_reading_them_whole(
+    home: Path, tmp_path: Path, option: str
+) -> None:
+    """/dev/zero reports 0 bytes and never ends: the limit holds on the read, not on stat."""
+    for source, fragment in (("/dev/zero", "limit"), (str(tmp_path), "directory")):
+        value = f"@{source}" if option == "--payload" else source
+        args = ["ledger", "append", option, value, "--home", str(home)]
+        if option == "--payload":
+            args += ["--type", "a.b", "--actor", "builder:ci", "--subject", "s"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.stderr
+        assert fragment in flat(result.stderr).lower()
+    assert run_json(home, "ledger", "verify")["size"] == 0
+
+
+def _damaged_witness(root: Path, damage: str, vkey: str) -> tuple[Path, str]:
+    """A witness folder with one flaw, and the words the error must use."""
+    folder = root / damage
+    folder.mkdir()
+    (folder / "vkey").write_text(vkey + "\n")
+    if damage == "vkey-folder":
+        (folder / "vkey").unlink()
+        (folder / "vkey").mkdir()
+        return folder, "not a regular file"
+    if damage == "vkey-binary":
+        (folder / "vkey").write_bytes(b"\xff\xfe\x00")
+        return folder, "not UTF-8"
+    if damage == "vkey-huge":
+        (folder / "vkey").write_text("x" * 100_000)
+        return folder, "larger than"
+    if damage == "checkpoint-folder":
+        (folder / "checkpoint-00000000000000000001").mkdir()
+        return folder, "not a regular file"
+    if damage == "checkpoint-device":
+        (folder / "checkpoint-00000000000000000001").symlink_to("/dev/zero")
+        return folder, "not a regular file"
+    raise AssertionError(damage)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["vkey-folder", "vkey-binary", "vkey-huge", "checkpoint-folder", "checkpoint-device"],
+)
+def test_a_damaged_witness_folder_is_bad_input_for_verify_and_publish(
+    home: Path, tmp_path: Path, damage: str
+) -> None:
+    """Exit 2 naming the file, never a traceback or exit 1; publishing changes nothing."""
+    append(home)
+    vkey = run(home, "ledger", "vkey").strip()
+    folder, fragment = _damaged_witness(tmp_path, damage, vkey)
+    result = runner.invoke(app, ["ledger", "verify", "--witness", str(folder), "--home", str(home)])
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    assert fragment in flat(result.stderr)
+    if damage.startswith("vkey"):
+        published = runner.invoke(
+            app, ["ledger", "checkpoint", "--publish", str(folder), "--home", str(home)]
+        )
+        assert published.exit_code == 2, (published.stderr, published.exception)
+        assert fragment in flat(published.stderr)
+        assert run_json(home, "ledger", "verify")["checkpoints"] == 0
+
+
+def test_publishing_onto_a_file_is_bad_input_and_signs_nothing(home: Path, tmp_path: Path) -> None:
+    append(home)
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("keep me")
+    result = runner.invoke(
+        app, ["ledger", "checkpoint", "--publish", str(not_a_folder), "--home", str(home)]
+    )
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    assert "is not a folder" in flat(result.stderr)
+    assert not_a_folder.read_text() == "keep me"
+    assert run_json(home, "ledger", "verify")["checkpoints"] == 0
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "fragment"),
+    [
+        ("RuntimeError('boom')", 4, "internal error"),
+        ("OSError(28, 'No space left on device')", 3, "No space left on device"),
+    ],
+)
+def test_an_unanticipated_error_never_exits_1(
+    home: Path, failure: str, code: int, fragment: str
+) -> None:
+    """Python's own exit code for a crash is 1, which a script reads as "verification failed"."""
+    script = (
+        "import sys\n"
+        "from unittest import mock\n"
+        "from immutrail.cli.main import main\n"
+        f"with mock.patch('immutrail.ledger.ledger.Ledger.head', side_effect={failure}):\n"
+        f"    sys.argv = ['immutrail', 'ledger', 'list', '--home', {str(home)!r}]\n"
+        "    main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == code, result.stderr
+    assert fragment in result.stderr
+    assert ("Traceback" in result.stderr) is (code == 4)

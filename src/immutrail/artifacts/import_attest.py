@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 from immutrail.crypto.canonical import parse_strict_json
 from immutrail.crypto.errors import CanonicalizationError, CryptoError, DuplicateKeyError
-from immutrail.crypto.keys import PublicKey, key_id, load_public_key_pem
+from immutrail.crypto.keys import MAX_KEY_FILE_BYTES, PublicKey, key_id, load_public_key_pem
+from immutrail.files import read_capped
 
 from . import oci
 from .digests import sha256_digest
@@ -142,7 +143,7 @@ def load_keys(paths: Sequence[Path]) -> dict[str, PublicKey]:
     keys: dict[str, PublicKey] = {}
     for path in paths:
         try:
-            key = load_public_key_pem(path.read_bytes())
+            key = load_public_key_pem(read_capped(path, MAX_KEY_FILE_BYTES))
         except OSError as exc:
             raise AttestationError(str(path), f"cannot read the key: {exc.strerror}") from exc
         except CryptoError as exc:

@@ -41,6 +41,7 @@ from typing import Any
 
 from immutrail.crypto.canonical import parse_strict_json
 from immutrail.crypto.errors import CanonicalizationError, DuplicateKeyError
+from immutrail.files import FileTooLargeError, read_capped
 
 from . import oci
 from .digests import is_digest
@@ -169,15 +170,12 @@ class _Reader:
         """digest -> size of every blob file under blobs/sha256, all checked against their names"""
 
     def read_small(self, name: str, what: str) -> bytes:
-        path = self.files.files[name]
-        size = path.stat().st_size
-        if size > self.limits.max_json_bytes:
+        try:
+            return read_capped(self.files.files[name], self.limits.max_json_bytes)
+        except FileTooLargeError as exc:
             raise ImportLimitError(
-                self.label,
-                f"{what} is {size} bytes, over the {self.limits.max_json_bytes}-byte limit",
-                name,
-            )
-        return path.read_bytes()
+                self.label, f"{what} is over the {self.limits.max_json_bytes}-byte limit", name
+            ) from exc
 
     def json_file(self, name: str, what: str) -> Any:
         return _strict_json(self.read_small(name, what), self.label, name)

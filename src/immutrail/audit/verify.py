@@ -35,6 +35,7 @@ from immutrail.crypto.dsse import verify_envelope
 from immutrail.crypto.errors import CanonicalizationError, CryptoError, NoteError
 from immutrail.crypto.keys import PublicKey, key_id, load_public_key_pem
 from immutrail.crypto.note import Ed25519NoteVerifier
+from immutrail.files import read_capped, read_capped_text
 from immutrail.ledger import witness as witness_folder
 from immutrail.ledger.errors import EventFormatError, LedgerInputError
 from immutrail.ledger.event import MAX_ENTRY_BYTES, parse_entry, verify_event_signature
@@ -115,12 +116,7 @@ class _Key:
 def read_bundle_file(path: Path) -> bytes:
     """A bundle's bytes; AuditInputError when the file cannot be read or is too large."""
     try:
-        size = path.stat().st_size
-        if size > wire.MAX_BUNDLE_BYTES:
-            raise AuditInputError(
-                f"{path} is {size} bytes, over the {wire.MAX_BUNDLE_BYTES}-byte bundle limit"
-            )
-        return path.read_bytes()
+        return read_capped(path, wire.MAX_BUNDLE_BYTES)
     except OSError as exc:
         raise AuditInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -130,9 +126,13 @@ def parse_vkey(value: str) -> Ed25519NoteVerifier:
     if value.startswith("@"):
         path = Path(value[1:])
         try:
-            value = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AuditInputError(f"cannot read the verifier key file {path}: {exc}") from exc
+            value = read_capped_text(path, witness_folder.MAX_VKEY_BYTES).strip()
+        except OSError as exc:
+            raise AuditInputError(
+                f"cannot read the verifier key file {path}: {exc.strerror or exc}"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise AuditInputError(f"the verifier key file {path} is not UTF-8") from exc
     try:
         return Ed25519NoteVerifier.from_vkey(value)
     except NoteError as exc:

@@ -38,6 +38,8 @@ from typing import Any
 
 import regopy  # type: ignore[import-untyped]
 
+from immutrail.files import FileTooLargeError, read_capped
+
 from .errors import BaselineInputError, RuleFileError
 from .rules import RULES_BY_ID, Severity
 
@@ -106,9 +108,12 @@ def load_rules(folder: Path) -> list[RuleFile]:
     owners: dict[str, str] = {}
     for path in paths:
         name = path.relative_to(folder).as_posix()
-        data = path.read_bytes()
-        if len(data) > MAX_RULE_FILE_BYTES:
-            raise RuleFileError(name, f"larger than {MAX_RULE_FILE_BYTES} bytes")
+        try:
+            data = read_capped(path, MAX_RULE_FILE_BYTES)
+        except FileTooLargeError as exc:
+            raise RuleFileError(name, f"larger than {MAX_RULE_FILE_BYTES} bytes") from exc
+        except OSError as exc:
+            raise RuleFileError(name, f"cannot be read: {exc.strerror or exc}") from exc
         try:
             source = data.decode("utf-8")
         except UnicodeDecodeError as exc:

@@ -48,12 +48,16 @@ class ExitCode(IntEnum):
     VERIFICATION_FAILED = 1
     USAGE = 2
     OPERATIONAL = 3
+    INTERNAL = 4
+    """An error no command anticipated: a bug. Python's own exit code for it would be 1, which
+    a script would read as "verification failed"."""
 
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 verification failed, refused, or a deployment failed and was undone; "
     "2 usage or input error (nothing was written); "
-    "3 operational error (storage unreachable or damaged, home not initialized)."
+    "3 operational error (storage unreachable or damaged, home not initialized, "
+    "an unexpected I/O failure); 4 internal error (a bug: the traceback is printed)."
 )
 
 

@@ -14,6 +14,7 @@ from immutrail.access.model import Action
 from immutrail.deploy.engine import RECONCILER
 from immutrail.drift.check import DriftReport, drift_check, remediate
 from immutrail.drift.rules import (
+    MAX_RULES_BYTES,
     RulesError,
     check_environment,
     clear_rules,
@@ -22,6 +23,7 @@ from immutrail.drift.rules import (
     set_rules,
 )
 from immutrail.drift.watch import DriftWatch
+from immutrail.files import read_capped
 
 from .common import (
     DEFAULT_HOME,
@@ -217,7 +219,7 @@ def rules_set(
         authorized(home, db, Action.POLICY_SET, environment, caller=caller) as (ledger, who),
     ):
         try:
-            data = file.read_bytes()
+            data = read_capped(file, MAX_RULES_BYTES)
         except OSError as exc:
             raise RulesError(str(file), f"cannot read it: {exc.strerror or exc}") from exc
         check_environment(environment)

@@ -17,6 +17,7 @@ from immutrail.access.actor import Actor
 from immutrail.access.errors import AccessInputError
 from immutrail.access.model import Action
 from immutrail.crypto.keys import load_private_key
+from immutrail.files import read_capped, read_capped_text
 from immutrail.ledger.errors import EventFormatError, LedgerInputError
 from immutrail.ledger.event import Event, parse_entry, sign_event, time_us
 from immutrail.ledger.proofs import b64
@@ -63,11 +64,13 @@ def _read_payload(value: str) -> dict[str, Any]:
     if value.startswith("@"):
         path = Path(value[1:])
         try:
-            if path.stat().st_size > MAX_PAYLOAD_FILE:
-                raise LedgerInputError(f"{path} is larger than {MAX_PAYLOAD_FILE} bytes")
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LedgerInputError(f"cannot read the payload file {path}: {exc}") from exc
+            text = read_capped_text(path, MAX_PAYLOAD_FILE)
+        except OSError as exc:
+            raise LedgerInputError(
+                f"cannot read the payload file {path}: {exc.strerror or exc}"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise LedgerInputError(f"the payload file {path} is not UTF-8: {exc}") from exc
         return load_json_object(text, f"payload file {path}")
     return load_json_object(value, "--payload")
 
@@ -79,11 +82,11 @@ def _read_batch(source: str) -> list[Event]:
     else:
         path = Path(source)
         try:
-            if path.stat().st_size > MAX_BATCH_FILE:
-                raise LedgerInputError(f"{path} is larger than {MAX_BATCH_FILE} bytes")
-            data = path.read_bytes()
+            data = read_capped(path, MAX_BATCH_FILE)
         except OSError as exc:
-            raise LedgerInputError(f"cannot read the batch file {path}: {exc}") from exc
+            raise LedgerInputError(
+                f"cannot read the batch file {path}: {exc.strerror or exc}"
+            ) from exc
     if len(data) > MAX_BATCH_FILE:
         raise LedgerInputError(f"the batch is larger than {MAX_BATCH_FILE} bytes")
     try:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from immutrail import __version__
 from immutrail.ledger.errors import LedgerInputError
@@ -31,12 +34,14 @@ from .common import (
     DEFAULT_HOME,
     EXIT_CODES_HELP,
     DbOption,
+    ExitCode,
     Format,
     FormatOption,
     HomeOption,
     PassphraseFileOption,
     emit_json,
     errors_to_exit_codes,
+    stderr,
     stdout,
 )
 
@@ -171,7 +176,16 @@ def init(
 
 
 def main() -> None:
-    app()
+    """Run the command; turn what no command anticipated into exit code 3 or 4, never 1."""
+    try:
+        app()
+    except OSError as exc:  # disk full, permissions, a vanished file: the machine, not the input
+        stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(int(ExitCode.OPERATIONAL))
+    except Exception:  # a bug: the traceback is what a report needs
+        sys.stderr.write(traceback.format_exc())
+        stderr.print("[bold red]error:[/] internal error, a bug in immutrail: please report it")
+        sys.exit(int(ExitCode.INTERNAL))
 
 
 if __name__ == "__main__":

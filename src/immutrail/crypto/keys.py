@@ -21,9 +21,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from immutrail.files import read_capped
+
 from .errors import KeyFileError
 
+MAX_KEY_FILE_BYTES = 64 * 1024
+"""A PEM key file, public or private (a PEM Ed25519 or P-256 key is under 1 KiB)."""
+
 __all__ = [
+    "MAX_KEY_FILE_BYTES",
     "PrivateKey",
     "PublicKey",
     "check_private_key",
@@ -106,7 +112,7 @@ def load_private_key(path: Path | str, passphrase: bytes | None = None) -> Priva
     """Read a PEM private key (PKCS#8 or traditional); KeyFileError says exactly what is wrong."""
     target = Path(path)
     try:
-        data = target.read_bytes()
+        data = read_capped(target, MAX_KEY_FILE_BYTES)
     except OSError as exc:
         raise KeyFileError(f"cannot read {target}: {exc.strerror or exc}") from exc
     try:

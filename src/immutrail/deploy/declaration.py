@@ -24,6 +24,7 @@ from typing import Any
 
 from immutrail.artifacts.strict_yaml import StrictYamlError, load
 from immutrail.crypto.canonical import canonical_json
+from immutrail.files import FileTooLargeError, read_capped
 from immutrail.ledger.event import Event, parse_entry
 from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.storage.interface import EntryFilter
@@ -151,11 +152,11 @@ def parse_declaration(
     """Read and check a declaration file; the spec and the configuration files' contents."""
     check_names(environment, service)
     try:
-        raw = path.read_bytes()
+        raw = read_capped(path, MAX_DECLARATION_BYTES)
+    except FileTooLargeError as exc:
+        raise DeployInputError(f"{path} is larger than {MAX_DECLARATION_BYTES} bytes") from exc
     except OSError as exc:
         raise DeployInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_DECLARATION_BYTES:
-        raise DeployInputError(f"{path} is larger than {MAX_DECLARATION_BYTES} bytes")
     try:
         document = load(raw.decode("utf-8")).value
     except (StrictYamlError, UnicodeDecodeError) as exc:
@@ -301,10 +302,10 @@ class _Reader:
                 raise self._bad(f"files.{target}", "a path to a local file")
             local = (self.path.parent / source).resolve()
             try:
-                size = local.stat().st_size
-                if size > MAX_CONFIG_FILE_BYTES:
-                    raise self._bad(f"files.{target}", f"at most {MAX_CONFIG_FILE_BYTES} bytes")
-                out[target] = local.read_bytes()
+                out[target] = read_capped(local, MAX_CONFIG_FILE_BYTES)
+            except FileTooLargeError as exc:
+                limit = f"at most {MAX_CONFIG_FILE_BYTES} bytes"
+                raise self._bad(f"files.{target}", limit) from exc
             except OSError as exc:
                 raise DeployInputError(
                     f"{self.path}: files.{target}: cannot read {local}: {exc.strerror or exc}"

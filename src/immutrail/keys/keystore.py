@@ -28,6 +28,7 @@ from immutrail.artifacts.statements import (
 )
 from immutrail.crypto.errors import CryptoError
 from immutrail.crypto.keys import (
+    MAX_KEY_FILE_BYTES,
     PrivateKey,
     PublicKey,
     generate_ecdsa_p256,
@@ -37,6 +38,7 @@ from immutrail.crypto.keys import (
     public_key_pem,
     save_private_key,
 )
+from immutrail.files import read_capped
 from immutrail.ledger.event import Event, parse_entry
 from immutrail.ledger.ledger import Ledger
 
@@ -313,7 +315,7 @@ def revoke_key(
 def load_key_file(path: Path, passphrase: PassphraseSource) -> PrivateKey:
     """A private key file; the passphrase is asked for only when the PEM says it is encrypted."""
     try:
-        head = path.read_bytes()[:4096]
+        head = read_capped(path, MAX_KEY_FILE_BYTES)[:4096]
     except OSError as exc:
         raise KeyInputError(f"cannot read the key file {path}: {exc.strerror}") from exc
     secret = passphrase.get(f"the key {path}") if b"ENCRYPTED" in head else None

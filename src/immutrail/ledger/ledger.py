@@ -157,6 +157,8 @@ class Ledger:
 
     def checkpoint(self, publish: Path | None = None) -> StoredCheckpoint:
         """Sign the current tree head (once per size) and optionally publish it to a witness."""
+        if publish is not None:
+            witness.prepare(publish, self.vkey)  # a folder that cannot witness changes nothing
         head = self.store.head()
         note = sign_checkpoint(Checkpoint(self.origin, head.size, head.root), self.signer())
         stored = self.store.add_checkpoint(StoredCheckpoint(head.size, head.root, note, now()))

@@ -19,11 +19,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from immutrail.files import FileTooLargeError, read_capped_text
+
 from .errors import LedgerInputError, VerificationError
 
 VKEY_FILE = "vkey"
 CHECKPOINT_PREFIX = "checkpoint-"
 MAX_NOTE_BYTES = 64 * 1024
+MAX_VKEY_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -38,54 +41,86 @@ def checkpoint_file(size: int) -> str:
 
 def publish(directory: Path, note: str, size: int, vkey: str) -> Path:
     """Add a checkpoint to the witness folder; refuse one that contradicts what it already holds."""
-    directory.mkdir(parents=True, exist_ok=True)
-    vkey_path = directory / VKEY_FILE
-    if vkey_path.exists():
-        held = vkey_path.read_text(encoding="utf-8").strip()
-        if held != vkey:
-            raise VerificationError(
-                f"{directory} witnesses another ledger key ({held.split('+')[0]}), not {vkey}"
-            )
-    else:
-        _write_atomic(vkey_path, vkey + "\n")
+    prepare(directory, vkey)
     target = directory / checkpoint_file(size)
-    if target.exists():
-        if target.read_text(encoding="utf-8") != note:
+    if target.exists() or target.is_symlink():
+        if _read_note(target) != note:
             raise VerificationError(
                 f"{target} holds a different checkpoint for size {size}: the ledger has forked"
             )
         return target
-    _write_atomic(target, note)
+    _write(target, note)
     if (directory / ".git").exists():
         _git_commit(directory, [VKEY_FILE, target.name], f"checkpoint {size}")
     return target
 
 
+def prepare(directory: Path, vkey: str) -> None:
+    """Make ``directory`` a witness of the ledger with ``vkey``, or say why it cannot be one.
+
+    Called before a checkpoint is signed, so that a bad ``--publish`` folder changes nothing.
+    """
+    if directory.exists() and not directory.is_dir():
+        raise LedgerInputError(f"witness {directory} is not a folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LedgerInputError(f"cannot create the witness folder {directory}: {exc}") from exc
+    held = _read_vkey(directory)
+    if held is None:
+        _write(directory / VKEY_FILE, vkey + "\n")
+    elif held != vkey:
+        raise VerificationError(
+            f"{directory} witnesses another ledger key ({held.split('+')[0]}), not {vkey}"
+        )
+
+
 def load(path: Path) -> tuple[str | None, list[WitnessedCheckpoint]]:
-    """Read a witness folder (or one checkpoint file): its vkey, if any, and its checkpoints."""
+    """Read a witness folder (or one checkpoint file): its vkey, if any, and its checkpoints.
+
+    Every ``checkpoint-*`` entry must be a readable note: one that is not (a folder, a device, a
+    file too large to be a checkpoint) is an error, never silently skipped.
+    """
     if path.is_file():
         return None, [WitnessedCheckpoint(str(path), _read_note(path))]
     if not path.is_dir():
         raise LedgerInputError(f"witness {path} is neither a folder nor a file")
-    vkey_path = path / VKEY_FILE
-    vkey = vkey_path.read_text(encoding="utf-8").strip() if vkey_path.exists() else None
-    notes = [
-        WitnessedCheckpoint(str(p), _read_note(p))
-        for p in sorted(path.iterdir())
-        if p.name.startswith(CHECKPOINT_PREFIX) and p.is_file()
-    ]
-    return vkey, notes
+    try:
+        names = sorted(p for p in path.iterdir() if p.name.startswith(CHECKPOINT_PREFIX))
+    except OSError as exc:
+        raise LedgerInputError(f"cannot list the witness folder {path}: {exc}") from exc
+    return _read_vkey(path), [WitnessedCheckpoint(str(p), _read_note(p)) for p in names]
+
+
+def _read_vkey(directory: Path) -> str | None:
+    path = directory / VKEY_FILE
+    if not path.exists() and not path.is_symlink():
+        return None
+    return _read_text(path, MAX_VKEY_BYTES, "a verifier key").strip()
 
 
 def _read_note(path: Path) -> str:
-    if path.stat().st_size > MAX_NOTE_BYTES:
-        raise LedgerInputError(
-            f"{path} is larger than a checkpoint can be ({MAX_NOTE_BYTES} bytes)"
-        )
+    return _read_text(path, MAX_NOTE_BYTES, "a checkpoint")
+
+
+def _read_text(path: Path, limit: int, what: str) -> str:
+    if not path.is_file():
+        raise LedgerInputError(f"{path} is not a regular file, so it cannot hold {what}")
     try:
-        return path.read_text(encoding="utf-8")
+        return read_capped_text(path, limit)
+    except FileTooLargeError as exc:
+        raise LedgerInputError(f"{path} is larger than {what} can be ({limit} bytes)") from exc
+    except OSError as exc:
+        raise LedgerInputError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise LedgerInputError(f"{path} is not UTF-8 text") from exc
+        raise LedgerInputError(f"{path} is not UTF-8 text, so it cannot hold {what}") from exc
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        _write_atomic(path, text)
+    except OSError as exc:
+        raise LedgerInputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from immutrail.artifacts.statements import LedgerKey
 from immutrail.crypto.keys import PrivateKey
+from immutrail.files import read_capped
 from immutrail.ledger.event import Event, parse_entry
 from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.storage.interface import EntryFilter
@@ -61,9 +62,7 @@ def check_environment(environment: str) -> str:
 def load_policy_file(path: Path, environment: str) -> tuple[bytes, str, Policy | None]:
     """Read and validate a policy file; (bytes, format, parsed YAML policy or None for Rego)."""
     try:
-        if path.stat().st_size > MAX_POLICY_BYTES:
-            raise PolicyInputError(f"{path} is larger than {MAX_POLICY_BYTES} bytes")
-        data = path.read_bytes()
+        data = read_capped(path, MAX_POLICY_BYTES)
     except OSError as exc:
         raise PolicyInputError(f"cannot read {path}: {exc.strerror}") from exc
     try:

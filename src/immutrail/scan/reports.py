@@ -25,6 +25,7 @@ from typing import Any
 
 from immutrail.crypto.canonical import parse_strict_json
 from immutrail.crypto.errors import CanonicalizationError
+from immutrail.files import read_capped
 
 from .errors import ReportError
 from .results import Hit, Match, ScanOutcome, merge_aliases
@@ -85,10 +86,7 @@ def read_report(path: Path, image: ImageIdentity) -> Report:
     """Read a Trivy or Grype JSON report about ``image``; ReportError if it is neither, is
     malformed, or names another image."""
     try:
-        size = path.stat().st_size
-        if size > MAX_REPORT_BYTES:
-            raise ReportError(f"{path}: {size} bytes, over the {MAX_REPORT_BYTES}-byte limit")
-        data = path.read_bytes()
+        data = read_capped(path, MAX_REPORT_BYTES)
     except OSError as exc:
         raise ReportError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     try:

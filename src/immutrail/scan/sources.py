@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from immutrail.files import FileTooLargeError, read_capped
+
 from .errors import ArchiveError, OsvRecordError, ScanInputError
 from .osv import MAX_RECORD_BYTES
 
@@ -84,10 +86,9 @@ def read_source(source: SourceFile) -> Iterator[RecordBytes]:
 
 def _read_file(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_RECORD_BYTES:
-            raise OsvRecordError(str(path), f"record is {size} bytes, over {MAX_RECORD_BYTES}")
-        return path.read_bytes()
+        return read_capped(path, MAX_RECORD_BYTES)
+    except FileTooLargeError as exc:
+        raise OsvRecordError(str(path), f"record is over {MAX_RECORD_BYTES} bytes") from exc
     except OSError as exc:
         raise ScanInputError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
 

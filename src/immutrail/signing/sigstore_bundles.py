@@ -44,6 +44,8 @@ from sigstore.verify import Verifier
 from sigstore.verify.policy import Identity
 from sigstore_models.common.v1 import HashAlgorithm
 
+from immutrail.files import read_capped
+
 __all__ = [
     "BUNDLE_MEDIA_TYPE_PREFIX",
     "BundleCheck",
@@ -59,6 +61,8 @@ log = logging.getLogger(__name__)
 
 BUNDLE_MEDIA_TYPE_PREFIX = "application/vnd.dev.sigstore.bundle"
 SHIPPED_ROOT = "trusted_root.json"
+MAX_TRUST_ROOT_BYTES = 4 * 1024 * 1024
+"""Sigstore's public-good trusted_root.json is about 10 KiB."""
 TUF_REPOSITORY = "https://tuf-repo-cdn.sigstore.dev"
 
 _OIDC_ISSUER_V1 = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
@@ -148,8 +152,8 @@ def _shipped_root() -> TrustRoot:
 
 def _parse_root(path: Path, source: str) -> TrustRoot:
     try:
-        document = json.loads(path.read_bytes())
-        root = TrustedRoot.from_file(str(path))
+        document = json.loads(read_capped(path, MAX_TRUST_ROOT_BYTES))
+        root = TrustedRoot.from_file(str(path))  # reads it again; the size was checked above
         tlogs = {
             base64.b64decode(item["logId"]["keyId"]): str(item.get("baseUrl", ""))
             for item in document.get("tlogs", [])
