@@ -69,6 +69,8 @@ def test_bootstrap_once_and_only_as_admin(home: Path, tmp_path: Path) -> None:
     message = run(home, "principal", "create", "alice", "--role", "deployer", "--env", "x", code=2)
     assert "the first one must be an admin" in message
     assert run(home, "principal", "create", "alice", code=2).startswith("error: no principal")
+    for role in ("nosuch", ""):  # a bad --role is bad input (exit 2), not an uncaught error
+        assert "is not a role" in run(home, "principal", "create", "alice", "--role", role, code=2)
     assert size(home) == 0
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -329,3 +330,74 @@ def test_an_unanticipated_error_never_exits_1(
     assert result.returncode == code, result.stderr
     assert fragment in result.stderr
     assert ("Traceback" in result.stderr) is (code == 4)
+
+
+def test_a_bad_init_creates_nothing_and_a_second_init_keeps_the_database(tmp_path: Path) -> None:
+    for args in (["--origin", "x y"], ["--origin", "a+b"], ["--admin", "Not A Name"]):
+        fresh = tmp_path / "fresh"
+        result = runner.invoke(app, ["init", *args, "--home", str(fresh)])
+        assert result.exit_code == 2, (args, result.stderr, result.exception)
+        assert not fresh.exists(), args
+    home = tmp_path / "home"
+    run(home, "init")
+    append(home)
+    for db in (f"sqlite:///{tmp_path / 'other.db'}", "sqlite://"):
+        result = runner.invoke(app, ["init", "--db", db, "--home", str(home)])
+        assert result.exit_code == 2, (db, result.stderr, result.exception)
+        assert not (home / "config.json").exists()
+    assert run_json(home, "ledger", "verify")["size"] == 1  # still the same ledger
+
+
+def test_times_outside_years_1_to_9999_in_utc_are_bad_input(home: Path) -> None:
+    for moment in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        result = runner.invoke(
+            app,
+            [
+                *["ledger", "append", "--type", "a.b", "--actor", "builder:ci", "--subject", "s"],
+                *["--time", moment, "--home", str(home)],
+            ],
+        )
+        assert result.exit_code == 2, (result.stderr, result.exception)
+        assert "years 1 to 9999" in flat(result.stderr)
+        listed = runner.invoke(app, ["ledger", "list", "--since", moment, "--home", str(home)])
+        assert listed.exit_code == 2, (listed.stderr, listed.exception)
+    too_far = runner.invoke(app, ["ledger", "list", "--start", str(2**63), "--home", str(home)])
+    assert too_far.exit_code == 2, too_far.exception
+    assert run_json(home, "ledger", "verify")["size"] == 0
+
+
+def test_a_folder_as_the_database_is_an_operational_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["init", "--db", f"sqlite:///{tmp_path}", "--home", str(tmp_path / "h")]
+    )
+    assert result.exit_code == 3, (result.stderr, result.exception)
+    assert not (tmp_path / "h" / "config.json").exists()
+
+
+def test_a_witness_slot_that_contradicts_the_checkpoint_stores_nothing(
+    home: Path, tmp_path: Path
+) -> None:
+    append(home)
+    witness = tmp_path / "w"
+    witness.mkdir()
+    (witness / "vkey").write_text(run(home, "ledger", "vkey"))
+    (witness / "checkpoint-00000000000000000001").write_text("not this ledger's\n")
+    result = runner.invoke(
+        app, ["ledger", "checkpoint", "--publish", str(witness), "--home", str(home)]
+    )
+    assert result.exit_code == 1, (result.stderr, result.exception)
+    assert "forked" in flat(result.stderr)
+    assert run_json(home, "ledger", "verify")["checkpoints"] == 0
+
+
+def test_a_ledger_key_passphrase_need_not_be_utf8(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "immutrail"
+    env = {**{k.encode(): v.encode() for k, v in os.environ.items()}}
+    env[b"IMMUTRAIL_LEDGER_KEY_PASSPHRASE"] = b"\xff\xfepass"
+    home = str(tmp_path / "home")
+    for args in (["init"], ["ledger", "checkpoint"]):
+        result = subprocess.run(
+            [str(exe), *args, "--home", home], env=env, capture_output=True, check=False
+        )
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"ENCRYPTED" in (tmp_path / "home" / "ledger.key").read_bytes()

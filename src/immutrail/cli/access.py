@@ -249,9 +249,9 @@ def principal_create(
     (encrypted with --passphrase-file / $IMMUTRAIL_KEY_PASSPHRASE / a prompt, unless
     --no-passphrase) and works once. Exit 1 not allowed, 2 bad input or name taken.
     """
-    roles = [parse_role(r) for r in role or []]
     creds = Caller(as_, token, key_file, passphrase_file)
     with access_errors():
+        roles = [parse_role(r) for r in role or []]
         new = NewPrincipal.check(name, kind.value, display_name, email)
         if not roles and (env or all_environments):
             raise AccessInputError("--env and --all-environments go with --role")

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,7 +22,15 @@ from rich.text import Text
 from immutrail.access.model import Action
 from immutrail.audit.bundle import build_bundle, choose_checkpoints
 from immutrail.audit.errors import AuditInputError
-from immutrail.audit.queries import Answer, Query, at_query, changes_query, run_query, trace_query
+from immutrail.audit.queries import (
+    Answer,
+    Query,
+    at_query,
+    changes_query,
+    normalize_moment,
+    run_query,
+    trace_query,
+)
 from immutrail.audit.reading import LedgerSource, optional_store
 from immutrail.audit.report import (
     DEFAULT_PATCH_DAYS,
@@ -33,7 +42,9 @@ from immutrail.audit.report import (
     render_json,
     report_digest,
 )
+from immutrail.audit.report.window import check_span
 from immutrail.audit.verify import TRUST_TOFU, BundleReport, read_bundle_file, verify_bundle
+from immutrail.ledger.event import time_us
 from immutrail.ledger.proofs import b64
 
 from .common import (
@@ -187,10 +198,36 @@ def _evidence_query(
     return changes_query(env, since, until)
 
 
-def _write_new(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename); never clobber unasked."""
-    if path.exists() and not overwrite:
+def _check_output(path: Path, overwrite: bool) -> None:
+    """AuditInputError unless ``path`` is absent, or a regular file and ``overwrite`` is given.
+
+    Never follows a symbolic link: a link, a folder, a device or a FIFO is refused whatever
+    ``overwrite`` says, since the rename that writes the file would replace it.
+    """
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise AuditInputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(mode):
+        raise AuditInputError(
+            f"{path} is a symbolic link; name a regular file (a link is never replaced)"
+        )
+    if stat.S_ISDIR(mode):
+        raise AuditInputError(f"{path} is a folder; name a file to write")
+    if not stat.S_ISREG(mode):
+        raise AuditInputError(
+            f"{path} is not a regular file (a device, a FIFO or a socket); nothing is written"
+        )
+    if not overwrite:
         raise AuditInputError(f"{path} exists; add --overwrite to replace it")
+
+
+def _write_new(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename); never clobber unasked,
+    and never replace anything but a regular file."""
+    _check_output(path, overwrite)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise AuditInputError(f"{folder} is not a folder")
@@ -201,6 +238,7 @@ def _write_new(path: Path, data: bytes, overwrite: bool) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
+        _check_output(path, overwrite)  # again: it may have appeared while the data was built
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -246,8 +284,7 @@ def evidence_command(
     """
     with errors_to_exit_codes():
         query = _evidence_query(ref, at, env, since, until)
-        if output.exists() and not overwrite:
-            raise AuditInputError(f"{output} exists; add --overwrite to replace it")
+        _check_output(output, overwrite)
         started = time.perf_counter()
         caller = Caller(as_, token, key_file, passphrase_file)
         with authorized(home, db, Action.AUDIT_EXPORT, caller=caller) as (ledger, _):
@@ -346,8 +383,11 @@ def report_command(
     written), 3 the ledger or the image store cannot be read.
     """
     with errors_to_exit_codes():
-        if output.exists() and not overwrite:
-            raise AuditInputError(f"{output} exists; add --overwrite to replace it")
+        _check_output(output, overwrite)
+        # A window wider than the limit is refused before the ledger is opened.
+        check_span(
+            time_us(normalize_moment(since, "--from")), time_us(normalize_moment(until, "--to"))
+        )
         started = time.perf_counter()
         caller = Caller(as_, token, key_file, passphrase_file)
         with authorized(home, db, Action.AUDIT_EXPORT, caller=caller) as (ledger, _):

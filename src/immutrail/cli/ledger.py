@@ -46,6 +46,8 @@ from .common import (
 
 MAX_PAYLOAD_FILE = 1024 * 1024
 MAX_BATCH_FILE = 256 * 1024 * 1024
+MAX_INDEX = 2**63 - 1
+"""The largest index a store can hold (a signed 64-bit integer in SQLite and PostgreSQL)."""
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -56,8 +58,7 @@ app.add_typer(prove_app, name="prove")
 
 
 def _key_passphrase() -> bytes | None:
-    value = os.environ.get("IMMUTRAIL_KEY_PASSPHRASE")
-    return value.encode() if value else None
+    return os.environb.get(b"IMMUTRAIL_KEY_PASSPHRASE") or None  # the bytes as given
 
 
 def _read_payload(value: str) -> dict[str, Any]:
@@ -319,7 +320,7 @@ def list_entries(
     actor: Annotated[str | None, typer.Option(help="Only this actor.")] = None,
     since: Annotated[str | None, typer.Option(help="RFC 3339: at or after.")] = None,
     until: Annotated[str | None, typer.Option(help="RFC 3339: at or before.")] = None,
-    start: Annotated[int, typer.Option(min=0, help="First index to consider.")] = 0,
+    start: Annotated[int, typer.Option(min=0, max=MAX_INDEX, help="First index to consider.")] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
     as_: AsOption = None,
     token: TokenOption = None,

@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from immutrail import __version__
+from immutrail.access.manage import NewPrincipal
 from immutrail.ledger.errors import LedgerInputError
 from immutrail.ledger.home import init_ledger
 
@@ -135,6 +136,8 @@ def init(
     with errors_to_exit_codes():
         if admin is None and (email is not None or no_passphrase or passphrase_file is not None):
             raise LedgerInputError("--email, --no-passphrase and --passphrase-file go with --admin")
+        if admin is not None:  # checked before the home is created, so a typo creates nothing
+            NewPrincipal.check(admin, "person", None, email)
         ledger, created = init_ledger(home, db, origin)
         with ledger:
             access = (

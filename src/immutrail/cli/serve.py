@@ -35,12 +35,19 @@ class ServeError(LedgerError):
     """The server cannot start (the address cannot be bound)."""
 
 
+_SHOWN = 80
+"""At most this many characters of a bad --host are repeated in the error."""
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """Bind before uvicorn starts, so a taken port is an error with an exit code, not a log."""
+    shown = repr(host if len(host) <= _SHOWN else host[:_SHOWN] + "…")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise LedgerInputError(f"cannot resolve --host {host!r}: {exc}") from exc
+        raise LedgerInputError(f"cannot resolve --host {shown}: {exc}") from exc
+    except ValueError as exc:  # UnicodeError from the idna codec: a label over 63, a bad byte
+        raise LedgerInputError(f"--host {shown}: not a valid host name") from exc
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -96,8 +103,9 @@ def serve(
     Several servers may share one PostgreSQL ledger (--db). Serve plain HTTP on loopback, or
     behind a proxy that terminates TLS: tokens travel in a header.
 
-    Exit 0 stopped (after finishing the requests in flight), 2 bad input (an address that does
-    not resolve), 3 the ledger is not initialized or unreachable, or the port is taken.
+    Exit 0 stopped (after finishing the requests in flight), 2 bad input (not a host name, or an
+    address that does not resolve), 3 the ledger is not initialized or unreachable, or the port
+    is taken.
     """
     import uvicorn
 

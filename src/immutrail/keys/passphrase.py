@@ -32,9 +32,9 @@ class PassphraseSource:
         """The passphrase for ``what``; KeyInputError when no source gives a non-empty one."""
         if self.file is not None:
             return _read_file(self.file)
-        value = os.environ.get(PASSPHRASE_ENV)
+        value = os.environb.get(PASSPHRASE_ENV.encode())  # the bytes as given, UTF-8 or not
         if value:
-            return value.encode("utf-8")
+            return value
         if self.prompt is not None:
             secret = self.prompt(what, confirm)
             if not secret:

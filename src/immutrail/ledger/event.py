@@ -83,9 +83,16 @@ def parse_time(text: str, *, field: str = "time") -> datetime:
             f"{text!r} is not an RFC 3339 time such as 2026-03-14T09:00:00Z", field=field
         )
     try:
-        return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError as exc:
         raise EventFormatError(f"{text!r} is not a valid time: {exc}", field=field) from exc
+    try:
+        moment.astimezone(UTC)  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+    except OverflowError as exc:
+        raise EventFormatError(
+            f"{text!r} is not a valid time: outside the years 1 to 9999 in UTC", field=field
+        ) from exc
+    return moment
 
 
 def normalize_time(text: str, *, field: str = "time") -> str:

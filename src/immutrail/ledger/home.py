@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from immutrail.crypto.errors import CryptoError
 from immutrail.crypto.keys import generate_ed25519, load_private_key, save_private_key
-from immutrail.crypto.note import NoteSigner
+from immutrail.crypto.note import NoteSigner, is_valid_name
+from immutrail.files import read_capped_text
 
-from .errors import LedgerInputError, NotInitializedError, StorageError
+from .errors import LedgerError, LedgerInputError, NotInitializedError, StorageError
 from .ledger import Ledger
 from .storage.interface import LedgerStore, redact_url
 
@@ -29,9 +30,27 @@ DB_FILE = "ledger.db"
 PASSPHRASE_ENV = "IMMUTRAIL_LEDGER_KEY_PASSPHRASE"  # noqa: S105 - a variable name
 
 
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_ORIGIN_LENGTH = 1024
+"""A checkpoint's first line; C2SP suggests a schema-less URL, and the vkey (origin plus 54
+characters) must fit a witness folder's vkey file."""
+
+
 def _passphrase() -> bytes | None:
-    value = os.environ.get(PASSPHRASE_ENV)
-    return value.encode() if value else None
+    # The bytes as given (os.environb): a passphrase need not be UTF-8 to be a passphrase.
+    return os.environb.get(PASSPHRASE_ENV.encode()) or None
+
+
+def check_origin(origin: str) -> str:
+    """A ledger origin usable as a signed-note key name, or LedgerInputError saying why not."""
+    if len(origin) > MAX_ORIGIN_LENGTH:
+        raise LedgerInputError(f"--origin is longer than {MAX_ORIGIN_LENGTH} characters")
+    if not is_valid_name(origin) or any(ord(c) < 0x20 or c == "\x7f" for c in origin):
+        raise LedgerInputError(
+            f"--origin {origin!r} cannot name a ledger: it must be non-empty and hold no '+', "
+            "space or control character, e.g. example.com/log"
+        )
+    return origin
 
 
 def resolve_db(home: Path, db: str | None) -> str:
@@ -41,8 +60,8 @@ def resolve_db(home: Path, db: str | None) -> str:
     config = home / CONFIG_FILE
     if config.exists():
         try:
-            recorded = json.loads(config.read_text(encoding="utf-8")).get("db")
-        except (OSError, ValueError, AttributeError) as exc:
+            recorded = json.loads(read_capped_text(config, MAX_CONFIG_BYTES)).get("db")
+        except (OSError, ValueError, AttributeError, RecursionError) as exc:
             raise LedgerInputError(f"{config} is not a valid immutrail config: {exc}") from exc
         if isinstance(recorded, str) and recorded:
             return recorded
@@ -81,19 +100,41 @@ def _signer_loader(home: Path, origin: str) -> NoteSigner:
     return NoteSigner(origin, key)
 
 
+def _holds_a_ledger(url: str) -> bool:
+    """Whether the database at ``url`` exists and holds a ledger (whose key init then checks)."""
+    try:
+        store = open_store(url)
+    except LedgerError:
+        return False
+    try:
+        return store.get_meta("vkey") is not None
+    except Exception:  # whatever the backend raises: no ledger that init could use
+        return False
+    finally:
+        store.close()
+
+
 def init_ledger(
     home: Path, db: str | None = None, origin: str | None = None
 ) -> tuple[Ledger, bool]:
-    """Create home, key and schema, or open what exists; return the ledger and whether it is new."""
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    """Create home, key and schema, or open what exists; return the ledger and whether it is new.
+
+    Arguments are checked before anything is created, and an initialized home keeps its database:
+    a failed or mistaken ``init`` must not leave a home pointing at another ledger.
+    """
+    if origin is not None:
+        check_origin(origin)
+    config = home / CONFIG_FILE
     url = resolve_db(home, db)
     if db:
-        config = home / CONFIG_FILE
-        previous = resolve_db(home, None) if config.exists() else None
-        if previous not in (None, db):
-            raise LedgerInputError(f"{home} already uses the database {redact_url(previous or '')}")
-        config.write_text(json.dumps({"db": db}, indent=2) + "\n", encoding="utf-8")
-        config.chmod(0o600)
+        recorded = config.exists()
+        previous = resolve_db(home, None) if recorded or (home / KEY_FILE).exists() else None
+        if previous not in (None, db) and (recorded or not _holds_a_ledger(url)):
+            raise LedgerInputError(  # a copy of its ledger, never a new one
+                f"{home} already uses the database {redact_url(previous or '')}; --db may "
+                "only name a database that holds this home's ledger"
+            )
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_path = home / KEY_FILE
     store = open_store(url, create=True)
     try:
@@ -114,6 +155,9 @@ def init_ledger(
             raise LedgerInputError(
                 f"{store.url} belongs to the ledger key {final_vkey}, not to the key in {home}"
             )
+        if db and not config.exists():  # recorded only once the database proved usable
+            config.write_text(json.dumps({"db": db}, indent=2) + "\n", encoding="utf-8")
+            config.chmod(0o600)
     except BaseException:
         store.close()
         raise

@@ -161,6 +161,8 @@ class Ledger:
             witness.prepare(publish, self.vkey)  # a folder that cannot witness changes nothing
         head = self.store.head()
         note = sign_checkpoint(Checkpoint(self.origin, head.size, head.root), self.signer())
+        if publish is not None:
+            witness.held(publish, note, head.size)  # Ed25519 is deterministic: the same note
         stored = self.store.add_checkpoint(StoredCheckpoint(head.size, head.root, note, now()))
         if stored.root != head.root:
             raise VerificationError(

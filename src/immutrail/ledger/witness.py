@@ -43,16 +43,24 @@ def publish(directory: Path, note: str, size: int, vkey: str) -> Path:
     """Add a checkpoint to the witness folder; refuse one that contradicts what it already holds."""
     prepare(directory, vkey)
     target = directory / checkpoint_file(size)
-    if target.exists() or target.is_symlink():
-        if _read_note(target) != note:
-            raise VerificationError(
-                f"{target} holds a different checkpoint for size {size}: the ledger has forked"
-            )
+    if held(directory, note, size):
         return target
     _write(target, note)
     if (directory / ".git").exists():
         _git_commit(directory, [VKEY_FILE, target.name], f"checkpoint {size}")
     return target
+
+
+def held(directory: Path, note: str, size: int) -> bool:
+    """Whether the folder already holds ``note`` for ``size``; an error if it holds another."""
+    target = directory / checkpoint_file(size)
+    if not target.exists() and not target.is_symlink():
+        return False
+    if _read_note(target) != note:
+        raise VerificationError(
+            f"{target} holds a different checkpoint for size {size}: the ledger has forked"
+        )
+    return True
 
 
 def prepare(directory: Path, vkey: str) -> None:

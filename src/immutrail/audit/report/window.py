@@ -19,6 +19,7 @@ from immutrail.ledger.event import format_time, time_us
 from immutrail.ledger.storage.interface import EntryFilter
 
 from .. import vocabulary as v
+from ..errors import AuditInputError
 from ..queries import environment_of
 from ..reading import LedgerSource
 from ..source import EventSource, Indexed, member
@@ -36,8 +37,26 @@ ACCESS_EVENTS = (
 """Written by :mod:`immutrail.access` (pinned by the tests)."""
 RECOVERY_REASONS = ("reconcile", "rollback", "automatic rollback", "drift remediation")
 
+MAX_WINDOW_DAYS = 3653
+"""The widest window a report covers: ten years (3,653 days, leap days included).
+
+Audit periods are a year at most (SOC 2 type II, PCI DSS), and ten years is beyond the usual
+retention of audit records (PCI DSS one year, SOX seven); the bound keeps a report to at most 523
+weekly rows (a window to year 9999 would ask for 417,000 of them) and its build to seconds.
+"""
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAY_US = 86_400_000_000
 _PER_INSTANCE = 200
+
+
+def check_span(start_us: int, end_us: int) -> None:
+    """AuditInputError (exit 2) when ``[start_us, end_us]`` is wider than MAX_WINDOW_DAYS."""
+    if end_us - start_us > MAX_WINDOW_DAYS * _DAY_US:
+        raise AuditInputError(
+            f"the window from {moment(start_us)} to {moment(end_us)} is longer than "
+            f"{MAX_WINDOW_DAYS} days (ten years), the most one report covers: split it"
+        )
 
 
 def moment(us: int) -> str:
@@ -84,6 +103,7 @@ class Window:
         environment: str | None,
         store: Store | None = None,
     ) -> None:
+        check_span(start_us, end_us)
         self.source = source
         self.store = store
         self.start_us = start_us
@@ -191,15 +211,20 @@ def _may_concern(data: bytes, environment: str) -> bool:
 
 
 def weeks(start_us: int, end_us: int) -> list[tuple[str, int]]:
-    """The ISO weeks the window touches: (``2026-W41``, the Monday's start in microseconds)."""
+    """The ISO weeks the window touches: (``2026-W41``, the Monday's start in microseconds).
+
+    The window must be at most MAX_WINDOW_DAYS wide; the last week may be the calendar's
+    (9999-12-27), whose next Monday does not exist.
+    """
+    check_span(start_us, end_us)
     first = (_EPOCH + timedelta(microseconds=start_us)).date()
     last = (_EPOCH + timedelta(microseconds=end_us)).date()
     monday = first - timedelta(days=first.weekday())
     found = []
-    while monday <= last:
-        year, week, _ = monday.isocalendar()
-        found.append((f"{year}-W{week:02d}", time_us(f"{monday.isoformat()}T00:00:00Z")))
-        monday += timedelta(days=7)
+    for n in range((last - monday).days // 7 + 1):
+        start = monday + timedelta(days=7 * n)
+        year, week, _ = start.isocalendar()
+        found.append((f"{year}-W{week:02d}", time_us(f"{start.isoformat()}T00:00:00Z")))
     return found
 
 

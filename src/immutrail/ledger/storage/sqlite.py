@@ -8,6 +8,7 @@ append path is the product's hot path, and Core costs half the raw insert rate (
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import sqlite3
@@ -263,6 +264,10 @@ class SqliteStore:
                         (version,),
                     )
             conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:  # a device, a folder, a file that is no database
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise StorageError(f"cannot set up the ledger schema in {self.url}: {exc}") from exc
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
