@@ -18,7 +18,7 @@ import contextlib
 import fcntl
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,8 +185,10 @@ class Run:
         if self._files is None:
             self._files = config_files(self.ctx.home, self.spec)
         made = []
+        taken = {i.port for i in self.runtime.list() if i.port is not None}
         for _ in range(count):
-            port = free_port()
+            port = free_port(avoid=taken)
+            taken.add(port)
             spec = InstanceSpec(
                 self.spec.environment,
                 self.spec.service,
@@ -609,12 +611,16 @@ def mark_interrupted(ctx: Context, environment: str, service: str) -> list[str]:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on now (the instance binds it a moment later)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A loopback port nobody listens on now (the instance binds it a moment later), not in
+    ``avoid``: the kernel may hand out a port again before the instance given it has bound it."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in avoid:
+            return port
+    raise RuntimeDriverError("no free loopback port outside those already given to instances")
 
 
 def _port(instance: Instance) -> int:
