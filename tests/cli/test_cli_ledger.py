@@ -401,3 +401,10 @@ def test_a_ledger_key_passphrase_need_not_be_utf8(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert b"ENCRYPTED" in (tmp_path / "home" / "ledger.key").read_bytes()
+
+
+def test_user_text_in_an_error_is_printed_not_parsed_as_markup(home: Path) -> None:
+    """Rich markup in a quoted value ("[/x]") used to raise MarkupError: exit 4, no message."""
+    result = runner.invoke(app, ["ledger", "entry", "[/x]", "--home", str(home)])
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    assert "'[/x]'" in flat(result.stderr)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from immutrail.access.actor import Actor, act, setup_actor
@@ -258,7 +259,8 @@ def emit_json(data: dict[str, Any]) -> None:
 
 
 def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # The message is plain text and often quotes user input: "[/x]" must print, not parse.
+    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(int(code))
 
 

@@ -33,7 +33,7 @@ from immutrail.policy.desired import DesiredState, desired_state, record_rollbac
 from immutrail.policy.errors import PolicyInputError
 
 from .admission import admit
-from .declaration import Declared, ServiceSpec, config_files, declaration
+from .declaration import Declared, ServiceSpec, check_names, config_files, declaration
 from .errors import DeployInputError, DeploymentFailedError
 from .keep_logs import keep_logs
 from .observe import (
@@ -121,6 +121,7 @@ class Outcome:
 @contextlib.contextmanager
 def service_lock(home: Path, environment: str, service: str) -> Iterator[None]:
     """One deployment or reconciliation of a service at a time, across processes."""
+    check_names(environment, service)  # the names make a file name: never a path
     folder = home / "runtime" / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{environment}.{service}.lock", "a+") as handle:
