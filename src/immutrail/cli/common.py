@@ -258,9 +258,13 @@ def emit_json(data: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=None) + "\n")
 
 
-def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
+def print_error(message: str) -> None:
     # The message is plain text and often quotes user input: "[/x]" must print, not parse.
     stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+
+
+def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:
+    print_error(message)
     raise typer.Exit(int(code))
 
 

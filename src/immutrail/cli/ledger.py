@@ -80,6 +80,8 @@ def _read_batch(source: str) -> list[Event]:
     """Parse and validate a whole JSONL batch before anything is written."""
     if source == "-":
         data = sys.stdin.buffer.read(MAX_BATCH_FILE + 1)
+        if len(data) > MAX_BATCH_FILE:
+            raise LedgerInputError(f"the batch is larger than {MAX_BATCH_FILE} bytes")
     else:
         path = Path(source)
         try:
@@ -88,8 +90,6 @@ def _read_batch(source: str) -> list[Event]:
             raise LedgerInputError(
                 f"cannot read the batch file {path}: {exc.strerror or exc}"
             ) from exc
-    if len(data) > MAX_BATCH_FILE:
-        raise LedgerInputError(f"the batch is larger than {MAX_BATCH_FILE} bytes")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

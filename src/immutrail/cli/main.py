@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from immutrail import __version__
 from immutrail.access.manage import NewPrincipal
@@ -42,7 +41,7 @@ from .common import (
     PassphraseFileOption,
     emit_json,
     errors_to_exit_codes,
-    stderr,
+    print_error,
     stdout,
 )
 
@@ -183,11 +182,11 @@ def main() -> None:
     try:
         app()
     except OSError as exc:  # disk full, permissions, a vanished file: the machine, not the input
-        stderr.print(f"[bold red]error:[/] {escape(str(exc))}")
+        print_error(str(exc))
         sys.exit(int(ExitCode.OPERATIONAL))
     except Exception:  # a bug: the traceback is what a report needs
         sys.stderr.write(traceback.format_exc())
-        stderr.print("[bold red]error:[/] internal error, a bug in immutrail: please report it")
+        print_error("internal error, a bug in immutrail: please report it")
         sys.exit(int(ExitCode.INTERNAL))
 
 

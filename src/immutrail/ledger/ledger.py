@@ -161,15 +161,15 @@ class Ledger:
             witness.prepare(publish, self.vkey)  # a folder that cannot witness changes nothing
         head = self.store.head()
         note = sign_checkpoint(Checkpoint(self.origin, head.size, head.root), self.signer())
-        if publish is not None:
-            witness.held(publish, note, head.size)  # Ed25519 is deterministic: the same note
+        # Ed25519 is deterministic: the note a witness holds for this size, if it is this ledger's.
+        already_held = publish is not None and witness.held(publish, note, head.size)
         stored = self.store.add_checkpoint(StoredCheckpoint(head.size, head.root, note, now()))
         if stored.root != head.root:
             raise VerificationError(
                 f"a checkpoint of size {head.size} with another root is already stored"
             )
-        if publish is not None:
-            witness.publish(publish, stored.note, stored.size, self.vkey)
+        if publish is not None and not already_held:
+            witness.add(publish, stored.note, stored.size)
         return stored
 
     def checkpoints(self) -> list[StoredCheckpoint]:

@@ -42,9 +42,14 @@ def checkpoint_file(size: int) -> str:
 def publish(directory: Path, note: str, size: int, vkey: str) -> Path:
     """Add a checkpoint to the witness folder; refuse one that contradicts what it already holds."""
     prepare(directory, vkey)
-    target = directory / checkpoint_file(size)
     if held(directory, note, size):
-        return target
+        return directory / checkpoint_file(size)
+    return add(directory, note, size)
+
+
+def add(directory: Path, note: str, size: int) -> Path:
+    """Write the checkpoint into a folder :func:`prepare` and :func:`held` have checked."""
+    target = directory / checkpoint_file(size)
     _write(target, note)
     if (directory / ".git").exists():
         _git_commit(directory, [VKEY_FILE, target.name], f"checkpoint {size}")
@@ -74,12 +79,12 @@ def prepare(directory: Path, vkey: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LedgerInputError(f"cannot create the witness folder {directory}: {exc}") from exc
-    held = _read_vkey(directory)
-    if held is None:
+    witnessed = _read_vkey(directory)
+    if witnessed is None:
         _write(directory / VKEY_FILE, vkey + "\n")
-    elif held != vkey:
+    elif witnessed != vkey:
         raise VerificationError(
-            f"{directory} witnesses another ledger key ({held.split('+')[0]}), not {vkey}"
+            f"{directory} witnesses another ledger key ({witnessed.split('+')[0]}), not {vkey}"
         )
 
 
