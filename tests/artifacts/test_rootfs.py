@@ -169,6 +169,15 @@ def test_whiteout_removes_file_and_subtree_from_lower_layers(layer) -> None:
     assert not any(path.startswith(".wh.") or "/.wh." in path for path in fs)
 
 
+def test_whiteout_of_a_tree_deeper_than_the_recursion_limit(layer) -> None:
+    deep = "/".join(["d"] * 3000)  # deeper than Python's recursion limit of 1000
+    lower = layer([E(f"top/{deep}/f", b"deep"), E("keep", b"k")])
+    upper = layer([E(".wh.top", b"")])
+    fs = RootFS.from_layers([lower, upper])
+    assert sorted(fs) == ["keep"]
+    assert [s.entry.path for s in fs.shadowed] == [f"top/{deep}/f"]
+
+
 def test_opaque_whiteout_empties_directory_of_lower_content_only(layer) -> None:
     lower = layer([E("app/", kind="dir"), E("app/old.py", b"old"), E("app/lib/x.py", b"x")])
     # The opaque marker comes *after* this layer's own file: it must not hide it.

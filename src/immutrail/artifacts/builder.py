@@ -133,7 +133,9 @@ def source_epoch(commit_time: int, explicit: int | None = None) -> int:
 
 def _definition_path(root: Path, definition: Path) -> str:
     try:
-        relative = definition.resolve().relative_to(root.resolve())
+        # realpath, not resolve(): a link loop must reach the tree's "not a file" error, not
+        # raise RuntimeError here.
+        relative = Path(os.path.realpath(definition)).relative_to(os.path.realpath(root))
     except ValueError as exc:
         raise SourceError(f"{definition} is not inside the repository {root}") from exc
     return relative.as_posix()

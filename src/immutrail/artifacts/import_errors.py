@@ -59,6 +59,15 @@ class ImportLimits:
     """Files in all layers of one image together."""
     max_link_hops: int = 40
     """Symbolic links followed in a row inside an archive (Linux's ELOOP limit)."""
+    max_layer_path_bytes: int = 2048
+    """Length of a path in an image's filesystem, in UTF-8 bytes: half of Linux's PATH_MAX,
+    so that it can still be unpacked below a folder (``immutrail test``, the local runtime)."""
+    max_layer_path_depth: int = 256
+    """Folders in a row in an image's filesystem (real images stay under a few dozen)."""
+    max_layer_name_bytes: int = 255
+    """One component of a path in an image's filesystem, in bytes (Linux's NAME_MAX)."""
+    max_link_target_bytes: int = 4095
+    """A symbolic link's target, in bytes (longer ones cannot be created on Linux)."""
 
 
 class ImageImportError(ArtifactInputError):

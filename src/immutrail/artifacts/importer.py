@@ -10,8 +10,10 @@ guarantee, as for a build:
    present, only image media types, exactly one image;
 3. read every layer of every image manifest with :meth:`RootFS.from_layers`, which refuses
    escaping paths and links, device nodes and duplicate entries, and check the config's
-   ``diff_ids`` against the layers; setuid/setgid files are allowed (a third-party image may
-   need them) but become warnings in the result and in the ledger event;
+   ``diff_ids`` against the layers; refuse paths no Linux filesystem can hold below a folder
+   (too long or too deep, see :class:`ImportLimits`), so that every imported image can be
+   unpacked; setuid/setgid files are allowed (a third-party image may need them) but become
+   warnings in the result and in the ledger event;
 4. read the attestations, match each to the image, verify DSSE signatures with ``--key``;
 5. only then: open the ledger, stage every blob in the store (hashed again on the way in),
    and under the index lock check the tag, publish the blobs, append ``artifact.imported`` and
@@ -160,6 +162,7 @@ def check_layers(plan: LayoutPlan, label: str, limits: ImportLimits) -> list[Lay
             ) from exc
         except RootFSError as exc:  # pragma: no cover - from_layers raises the three above
             raise UnsafeLayerError(label, f"{image.manifest.digest}: {exc}") from exc
+        _check_paths(plan, image, rootfs, label, limits)
         actual = tuple(info.diff_id for info in rootfs.layers)
         if image.diff_ids is not None and image.diff_ids != actual:
             raise BlobMismatchError(
@@ -170,6 +173,34 @@ def check_layers(plan: LayoutPlan, label: str, limits: ImportLimits) -> list[Lay
             )
         warnings.extend(_layer_warnings(image, rootfs))
     return warnings
+
+
+def _check_paths(
+    plan: LayoutPlan, image: ImageParts, rootfs: RootFS, label: str, limits: ImportLimits
+) -> None:
+    """Refuse an image whose filesystem cannot be unpacked below a folder on Linux.
+
+    Absolute symbolic link targets are fine (they mean the image's root); a path of thousands
+    of folders, a name over NAME_MAX or a link target over PATH_MAX are not.
+    """
+    for entry in rootfs.entries():
+        path = entry.path.encode("utf-8", "surrogateescape")
+        problem = None
+        if len(path) > limits.max_layer_path_bytes:
+            problem = f"the path is longer than {limits.max_layer_path_bytes} bytes"
+        elif path.count(b"/") >= limits.max_layer_path_depth:
+            problem = f"the path is more than {limits.max_layer_path_depth} folders deep"
+        elif any(len(part) > limits.max_layer_name_bytes for part in path.split(b"/")):
+            problem = f"a name in the path is longer than {limits.max_layer_name_bytes} bytes"
+        elif entry.type is EntryType.SYMLINK and (
+            len((entry.link_target or "").encode("utf-8", "surrogateescape"))
+            > limits.max_link_target_bytes
+        ):
+            problem = f"the link target is longer than {limits.max_link_target_bytes} bytes"
+        if problem is not None:
+            where = f"layer {image.layers[entry.layer].digest} of {image.manifest.digest}"
+            shown = entry.path if len(entry.path) <= 100 else entry.path[:100] + "…"
+            raise UnsafeLayerError(label, f"{where}: {problem}", shown)
 
 
 def _event_payload(

@@ -740,15 +740,25 @@ class TreeMerger:
         """Remove ``path`` and what is below it, as far as lower layers wrote it.
 
         Returns whether ``path`` survives: an entry of ``layer`` itself does, and so does a
-        lower directory that still holds something ``layer`` wrote.
+        lower directory that still holds something ``layer`` wrote. Children go first, in name
+        order, with a stack rather than recursion: a layer's tree can be thousands deep.
         """
+        stack = [(path, False)]
+        while stack:
+            current, children_done = stack.pop()
+            if children_done:
+                self._remove_if_lower(current, layer, reason)
+                continue
+            stack.append((current, True))
+            below = sorted(self.children.get(current, ()), reverse=True)
+            stack.extend((child, False) for child in below)
+        return path in self.entries
+
+    def _remove_if_lower(self, path: str, layer: int, reason: ShadowReason) -> None:
+        """Remove one entry a lower layer wrote, unless something below it survived."""
         entry = self.entries[path]
-        survivors = False
-        for child in sorted(self.children.get(path, ())):
-            if self._remove_lower(child, layer, reason):
-                survivors = True
-        if entry.layer == layer or survivors:
-            return True
+        if entry.layer == layer or self.children.get(path):
+            return
         del self.entries[path]
         self.children.pop(path, None)
         siblings = self.children.get(path.rpartition("/")[0])
@@ -760,7 +770,6 @@ class TreeMerger:
         self.unretained.pop(path, None)
         if entry.type is not EntryType.DIRECTORY:
             self.shadowed.append(ShadowedEntry(entry, layer, reason))
-        return False
 
 
 def _tar_content(tar: tarfile.TarFile, member: tarfile.TarInfo) -> ContentReader:

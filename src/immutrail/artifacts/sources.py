@@ -388,8 +388,12 @@ class WorkTree(SourceTree):
         full = self.root / path
         try:
             info = full.lstat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None  # deleted in the work tree: not part of what is built
+        except OSError as exc:  # a folder on the way replaced by a link loop (ELOOP), say
+            raise SourceError(
+                f"cannot read {path} in {self.description}: {exc.strerror or exc}"
+            ) from exc
         if gitlink:
             return SourceFile(path, SourceKind.SUBMODULE)
         if stat.S_ISLNK(info.st_mode):
@@ -409,7 +413,9 @@ class WorkTree(SourceTree):
     @contextmanager
     def _open_file(self, path: str, size: int) -> Iterator[BinaryIO]:
         full = self.root / path
-        parent = full.parent.resolve()
+        # realpath, not Path.resolve(): that raises RuntimeError on a link loop (Python 3.11);
+        # a loop is then refused by the O_NOFOLLOW open below
+        parent = Path(os.path.realpath(full.parent))
         if parent != self.root and self.root not in parent.parents:
             raise SourceError(f"{path} lies behind a symbolic link that leaves the repository")
         try:

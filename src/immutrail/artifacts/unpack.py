@@ -7,6 +7,15 @@ entries (``..``, absolute names, escaping links, device nodes) before anything i
 Extraction then uses tarfile's ``data`` filter as a second line of defence: it also strips
 setuid/setgid bits and never writes outside the root.
 
+Symbolic links are written as the image has them, absolute targets included (``/bin/sh ->
+/bin/busybox`` is normal in an image): an absolute target means the image's root, which only a
+runtime that chroots into the tree resolves correctly. Nothing here ever follows a link (no
+layer writes through one, :class:`RootFS` refuses that), and whoever reads the tree must not
+either: ``lstat``, never ``stat``, and a link's target read with ``readlink``.
+
+Walking and deleting the tree is iterative: an image's depth must not be Python's recursion
+depth.
+
 With ``read_only`` every file and folder loses its write bits afterwards: an instance started
 from the root cannot be patched in place by accident.
 """
@@ -14,9 +23,9 @@ from the root cannot be patched in place by accident.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from .errors import ArtifactError
@@ -25,6 +34,8 @@ from .store import Store
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"
+PATH_MAX = 4096
+"""Linux's limit on a path given to a system call, its final NUL included."""
 
 
 class UnpackError(ArtifactError):
@@ -55,9 +66,14 @@ def unpack_image(store: Store, digest: str, target: Path, *, read_only: bool = T
 
 def _apply(archive: tarfile.TarFile, member: tarfile.TarInfo, root: Path) -> None:
     path = PurePosixPath(member.name.strip("/"))  # "./a/" -> "a"; RootFS refused ".." already
+    if len(os.fsencode(root.joinpath(*path.parts))) >= PATH_MAX:
+        raise UnpackError(
+            f"{member.name[:80]!r}…: the path is too long to unpack below {root} "
+            f"(at most {PATH_MAX - 1} bytes in all)"
+        )
     if path.name == OPAQUE_WHITEOUT:
         folder = _inside(root, path.parent)
-        if folder.is_dir() and not folder.is_symlink():
+        if _is_folder(folder):
             for child in folder.iterdir():
                 _remove(child)
         return
@@ -67,9 +83,19 @@ def _apply(archive: tarfile.TarFile, member: tarfile.TarInfo, root: Path) -> Non
     destination = _inside(root, path)
     # An upper layer replaces what a lower one put at the same path (a file over a symlink,
     # say); removing first also means the write below can never follow an old link.
-    if os.path.lexists(destination) and not (member.isdir() and destination.is_dir()):
+    if os.path.lexists(destination) and not (member.isdir() and _is_folder(destination)):
         _remove(destination)
-    archive.extract(member, root, filter="data")
+    try:
+        _make_parents(root, path.parent)
+        if member.issym():
+            # Written as is: the data filter refuses absolute targets, which images have.
+            os.symlink(member.linkname, destination)
+        else:
+            archive.extract(member, root, filter="data")
+    except OSError as exc:
+        raise UnpackError(f"cannot unpack {member.name!r}: {exc.strerror or exc}") from exc
+    except tarfile.FilterError as exc:  # RootFS refuses all of these first
+        raise UnpackError(f"cannot unpack {member.name!r}: {exc}") from exc
 
 
 def _inside(root: Path, relative: PurePosixPath) -> Path:
@@ -81,29 +107,75 @@ def _inside(root: Path, relative: PurePosixPath) -> Path:
     return parent / candidate.name
 
 
+def _make_parents(root: Path, relative: PurePosixPath) -> None:
+    """The folders a layer implies without listing them, as tarfile would make them, but one
+    at a time: its ``os.makedirs`` recurses once per missing level."""
+    folder = root
+    for part in relative.parts:
+        folder = folder / part
+        if not os.path.lexists(folder):
+            folder.mkdir()
+
+
+def _is_folder(path: Path) -> bool:
+    """A real folder, not a link to one (which may lead anywhere)."""
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+    if _is_folder(path):
+        remove_tree(path)
     elif os.path.lexists(path):
         path.unlink()
 
 
+def _walk_up(top: Path) -> Iterator[Path]:
+    """Every path below ``top``, children before their folder; links are not followed."""
+    pending: list[tuple[Path, bool]] = [(top, False)]
+    while pending:
+        folder, listed = pending.pop()
+        if listed:
+            yield folder
+            continue
+        pending.append((folder, True))
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((Path(entry.path), False))
+                else:
+                    yield Path(entry.path)
+
+
+def remove_tree(top: Path) -> None:
+    """Delete ``top`` and everything below it, however deep (``shutil.rmtree`` recurses)."""
+    if not _is_folder(top):
+        if os.path.lexists(top):
+            top.unlink()
+        return
+    for path in _walk_up(top):
+        if path == top or _is_folder(path):
+            path.rmdir()
+        else:
+            path.unlink()
+
+
 def make_read_only(root: Path) -> None:
     """Clear every write bit below ``root`` (links are left alone: their mode means nothing)."""
-    for folder, dirs, files in os.walk(root, topdown=False):
-        for name in files + dirs:
-            _clear_write(Path(folder, name))
-    _clear_write(root)
+    for path in _walk_up(root):  # the root comes last
+        _clear_write(path)
 
 
 def make_writable(root: Path) -> None:
     """Give the owner write access again, so that the unpacked root can be deleted."""
-    for folder, dirs, _ in os.walk(root):
-        for name in dirs:
-            path = Path(folder, name)
-            if not path.is_symlink():
-                path.chmod(path.stat().st_mode | stat.S_IWUSR | stat.S_IXUSR)
-    root.chmod(root.stat().st_mode | stat.S_IWUSR | stat.S_IXUSR)
+    pending = [root]
+    while pending:  # parents first: a folder's entries can only be listed once it is readable
+        folder = pending.pop()
+        folder.chmod(folder.lstat().st_mode | stat.S_IRUSR | stat.S_IWUSR | stat.S_IXUSR)
+        with os.scandir(folder) as entries:
+            pending.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
 
 
 def _clear_write(path: Path) -> None:

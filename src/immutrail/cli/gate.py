@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from immutrail.access.actor import Actor
@@ -19,7 +20,7 @@ from immutrail.ledger.ledger import Ledger
 from immutrail.policy.desired import desired_services, desired_state
 from immutrail.policy.errors import PolicyInputError
 from immutrail.policy.exceptions import active_exceptions, grant_exception
-from immutrail.policy.imagetest import run_image_test
+from immutrail.policy.imagetest import MAX_TIMEOUT_S, check_test_request, run_image_test
 from immutrail.policy.promote import decide
 from immutrail.policy.promote import promote as promote_image
 from immutrail.policy.registry import active_policy, set_policy
@@ -75,9 +76,19 @@ def test(
     digest: Annotated[str, typer.Argument(help="Image digest or tag.")],
     command: Annotated[list[str], typer.Argument(help="The test command, after --.")],
     name: Annotated[
-        str | None, typer.Option("--name", help="Test name [default: the command's file name].")
+        str | None,
+        typer.Option(
+            "--name",
+            help="Test name, at most 200 printable characters [default: the command's file name].",
+        ),
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds before it is killed.")] = 600,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            help=f"Seconds before it is killed (more than 0, at most {MAX_TIMEOUT_S:g}).",
+        ),
+    ] = 600,
     as_: AsOption = None,
     token: TokenOption = None,
     key_file: KeyFileOption = None,
@@ -91,9 +102,13 @@ def test(
 
     The command runs with the instance root as working directory and IMMUTRAIL_ROOTFS,
     IMMUTRAIL_IMAGE and the image's Env set. Needs image.test once access control is set up.
-    Exit 0 when it passed, 1 when it failed (or the caller is not authenticated or allowed).
+    Output past 16 MiB is read and dropped (the result says it was truncated).
+    Exit 0 when it passed, 1 when it failed (or the caller is not authenticated or allowed),
+    2 bad input (an empty command, a bad --name or --timeout: nothing run or recorded).
     """
     caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with errors_to_exit_codes():
+        check_test_request(command, name, timeout)  # before the ledger is even opened
     with (
         errors_to_exit_codes(),
         authorized(home, db, Action.IMAGE_TEST, caller=caller) as (ledger, who),
@@ -123,7 +138,7 @@ def test(
     else:
         verdict = "[green]PASSED[/]" if run.passed else "[red]FAILED[/]"
         stdout.print(
-            f"{verdict} {run.name}: exit {run.exit_code} in {run.duration_s:.2f} s\n"
+            f"{verdict} {escape(run.name)}: exit {run.exit_code} in {run.duration_s:.2f} s\n"
             f"  output       {run.output_digest}\n  attestation  {run.attestation}\n"
             f"  ledger index {run.ledger_index}",
             markup=True,
@@ -226,11 +241,13 @@ def _print_decision(result: dict[str, Any], fmt: Format) -> None:
     table.add_column("rule")
     table.add_column("why")
     for check in result["checks"]:
-        table.add_row(
-            "[green]✓[/]" if check["passed"] else "[red]✗[/]", check["rule"], check["message"]
+        table.add_row(  # rule names and messages quote policy files and user input
+            "[green]✓[/]" if check["passed"] else "[red]✗[/]",
+            escape(check["rule"]),
+            escape(check["message"]),
         )
     stdout.print(table)
-    env = result["environment"] + (f"/{result['service']}" if result.get("service") else "")
+    env = escape(result["environment"] + (f"/{result['service']}" if result.get("service") else ""))
     if result.get("dry_run"):
         verdict = "would be promoted" if result["allowed"] else "would be refused"
         stdout.print(f"{result['digest']} {verdict} to {env} (dry run, nothing recorded)")
@@ -301,7 +318,8 @@ def policy_set(
     else:
         stdout.print(
             f"policy of {environment} is now {file} ({active.format}, {active.digest}); "
-            f"ledger index {active.ledger_index}"
+            f"ledger index {active.ledger_index}",
+            markup=False,
         )
 
 
@@ -342,22 +360,29 @@ def policy_show(
     if fmt is Format.json:
         emit_json(body)
         return
-    stdout.print(f"policy of {environment}: {active.source} ({active.format}, {active.digest})")
+    # plain text: policy sources, Rego (`deny[msg]`) and names are not rich markup
+    stdout.print(
+        f"policy of {environment}: {active.source} ({active.format}, {active.digest})",
+        markup=False,
+    )
     if active.policy is not None:
         import yaml
 
-        stdout.print(yaml.safe_dump(active.policy.to_json(), sort_keys=False).rstrip())
+        stdout.print(
+            yaml.safe_dump(active.policy.to_json(), sort_keys=False).rstrip(), markup=False
+        )
     else:
-        stdout.print(active.rego or "")
+        stdout.print(active.rego or "", markup=False)
     if not desired:
-        stdout.print(f"desired state: nothing promoted to {environment} yet")
+        stdout.print(f"desired state: nothing promoted to {environment} yet", markup=False)
     for state in desired:
         stdout.print(
             f"desired state of {state.service}: {state.digest} ({state.image or 'untagged'}), "
             f"promoted by {state.promoted_by} at {state.promoted_at}, "
             f"ledger index {state.ledger_index}"
             + (" [BREAK-GLASS]" if state.override else "")
-            + (f", rolled back by {state.rolled_back_by}" if state.rolled_back_by else "")
+            + (f", rolled back by {state.rolled_back_by}" if state.rolled_back_by else ""),
+            markup=False,
         )
 
 
@@ -410,7 +435,8 @@ def exception_grant(
         emit_json({"vulnerability": vulnerability, "environment": env, "ledger_index": index})
     else:
         stdout.print(
-            f"exception for {vulnerability} in {env} until {expires}: ledger index {index}"
+            f"exception for {vulnerability} in {env} until {expires}: ledger index {index}",
+            markup=False,
         )
 
 
@@ -439,12 +465,17 @@ def exception_list(
     table = Table("vulnerability", "digest", "expires", "granted by", "reason", "index")
     for e in found:
         row = e.to_json()
-        table.add_row(
-            e.vulnerability,
-            e.digest or "any",
-            str(row["expires"]),
-            e.granted_by,
-            e.reason,
-            str(e.ledger_index),
+        table.add_row(  # every cell is user text: escaped, not parsed as markup
+            *(
+                escape(cell)
+                for cell in (
+                    e.vulnerability,
+                    e.digest or "any",
+                    str(row["expires"]),
+                    e.granted_by,
+                    e.reason,
+                    str(e.ledger_index),
+                )
+            )
         )
     stdout.print(table)

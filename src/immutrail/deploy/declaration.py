@@ -168,7 +168,11 @@ def parse_declaration(
     replicas = reader.integer("replicas", 1, low=0, high=200)
     strategy = reader.choice("strategy", "blue-green", STRATEGIES)
     runtime = reader.choice("runtime", "local", RUNTIMES)
-    port = reader.integer("port", 0, low=0, high=65535)
+    if document.get("port") is None:
+        raise DeployInputError(
+            f"{path}: 'port' (the service endpoint's loopback port, 1-65535) is required"
+        )
+    port = reader.integer("port", 0, low=1, high=65535)
     env = reader.env()
     files = reader.files()
     command = reader.command()
@@ -197,8 +201,6 @@ def parse_declaration(
         Rolling(surge, unavailable),
         canary,
     )
-    if spec.port == 0:
-        raise DeployInputError(f"{path}: 'port' (the service endpoint's loopback port) is required")
     return spec, files
 
 
@@ -300,7 +302,9 @@ class _Reader:
                 raise self._bad("files", f"absolute, normalised paths ({target!r} is not one)")
             if not isinstance(source, str):
                 raise self._bad(f"files.{target}", "a path to a local file")
-            local = (self.path.parent / source).resolve()
+            # Not resolve()d: a link loop is then the OSError (ELOOP) below, not a RuntimeError,
+            # and the file is the one the kernel opens for this path.
+            local = self.path.parent / source
             try:
                 out[target] = read_capped(local, MAX_CONFIG_FILE_BYTES)
             except FileTooLargeError as exc:

@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,7 +38,7 @@ from typing import Any
 from immutrail.artifacts.digests import sha256_digest
 from immutrail.artifacts.errors import ArtifactError
 from immutrail.artifacts.store import Store
-from immutrail.artifacts.unpack import make_read_only, make_writable, unpack_image
+from immutrail.artifacts.unpack import make_read_only, make_writable, remove_tree, unpack_image
 from immutrail.ledger.event import format_time, parse_time
 
 from .runtime import Health, Instance, InstanceSpec, Logs, RuntimeDriverError
@@ -512,4 +511,4 @@ def _remove_folder(folder: Path) -> None:
     if not folder.exists():
         return
     make_writable(folder)
-    shutil.rmtree(folder)
+    remove_tree(folder)  # not shutil.rmtree: it recurses once per level of an image's tree
