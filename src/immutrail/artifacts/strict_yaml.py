@@ -43,18 +43,38 @@ class Document:
 
 
 class _Loader(yaml.SafeLoader):
+    # PyYAML's composer recurses once per nesting level: counted here, the depth limit holds
+    # before Python's recursion limit does (``[[[[…`` 100,000 deep was a RecursionError).
+    _depth = 0
+
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             mark: yaml.Mark = self.current_event.start_mark  # check_event() just peeked it
             raise StrictYamlError(
                 "aliases (*name) are not allowed; write the value out", mark.line + 1
             )
-        return super().compose_node(parent, index)
+        if self._depth > MAX_DEPTH:  # the root is at depth 0
+            mark = self.current_event.start_mark  # peeked by check_event() above
+            raise StrictYamlError(f"nested deeper than {MAX_DEPTH} levels", mark.line + 1)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def load(text: str) -> Document:
     """Parse one YAML document into JSON-like data and a map from paths to lines."""
-    loader = _Loader(text)
+    try:
+        # The reader refuses NUL and other non-printable characters as it is made.
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise StrictYamlError(
+            f"not valid YAML: character U+{exc.character:04X} (at character {exc.position}) is "
+            "not allowed: YAML text is printable Unicode",
+            line,
+        ) from exc
     try:
         try:
             node = loader.get_single_node()
@@ -75,8 +95,6 @@ def load(text: str) -> Document:
 def _convert(loader: _Loader, node: yaml.Node, path: JsonPath, lines: dict[JsonPath, int]) -> Any:
     line = node.start_mark.line + 1
     lines.setdefault(path, line)
-    if len(path) > MAX_DEPTH:
-        raise StrictYamlError(f"nested deeper than {MAX_DEPTH} levels", line)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:

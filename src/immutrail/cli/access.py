@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Column, Table
+from rich.text import Text
 
 from immutrail.access.authenticate import Identity, authenticate, whoami
 from immutrail.access.errors import (
@@ -301,7 +302,9 @@ def principal_create(
     _print_principal(result)
     if "key" in result:
         stdout.print(f"key file   {result['key']['path']}", markup=False)
-    stdout.print(f"ledger     entries {', '.join(map(str, result['ledger_indices']))}")
+    stdout.print(
+        f"ledger     entries {', '.join(map(str, result['ledger_indices']))}", markup=False
+    )
 
 
 def _bootstrap(
@@ -417,12 +420,13 @@ def principal_list(
             "enabled" if p.enabled else "disabled",
             f"{p.created_at} by {p.created_by}",
         )
-    stdout.print(table)
+    stdout.print(table, markup=False)
     for item in rejected:
         stdout.print(
-            f"[yellow]does not count:[/] entry {item['index']} ({item['type']} by "
-            f"{item['actor']}): {item['reason']}",
-            markup=True,
+            Text.assemble(
+                ("does not count:", "yellow"),
+                f" entry {item['index']} ({item['type']} by {item['actor']}): {item['reason']}",
+            ),
             highlight=False,
         )
 
@@ -509,7 +513,7 @@ def principal_whoami(
         envs = item["environments"]
         where = "-" if envs is None else "every environment" if envs == "*" else ", ".join(envs)
         table.add_row(item["action"], where)
-    stdout.print(table)
+    stdout.print(table, markup=False)
 
 
 # -- role ----------------------------------------------------------------------------------------
@@ -611,7 +615,7 @@ def role_list(
     for g in grants:
         where = "*" if g.environments is None else ", ".join(sorted(g.environments))
         table.add_row(g.principal, g.role.value, where)
-    stdout.print(table)
+    stdout.print(table, markup=False)
 
 
 # -- token ---------------------------------------------------------------------------------------
@@ -727,7 +731,7 @@ def _token_table(tokens: list[Token], now: datetime) -> None:
     for t in tokens:
         scopes = "all" if t.scopes is None else ", ".join(sorted(t.scopes))
         table.add_row(t.token_id, t.principal, t.status(now), t.expires_text, scopes, t.created_by)
-    stdout.print(table)
+    stdout.print(table, markup=False)
 
 
 @token_app.command("revoke")

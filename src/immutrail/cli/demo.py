@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from immutrail import demo as story
 
@@ -95,7 +96,7 @@ def demo(
         if fmt is Format.json:
             return
         if title != last_title[0]:
-            stdout.rule(f"[bold]{title}", align="left")
+            stdout.rule(Text(title, style="bold"), align="left")
             last_title[0] = title
         stdout.print(detail, markup=False)
 
@@ -125,7 +126,7 @@ def demo(
         )
     else:
         verdict = "the whole story checks out" if result.ok else "UNEXPECTED: see the steps above"
-        stdout.rule(f"[bold]{verdict} ({result.seconds:.0f} s)", align="left")
+        stdout.rule(Text(f"{verdict} ({result.seconds:.0f} s)", style="bold"), align="left")
         running = (
             "Prod is still running (--keep)" if keep else "Everything the demo started is stopped"
         )

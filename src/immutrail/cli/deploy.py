@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from immutrail.access.model import Action
 from immutrail.artifacts.store import Store
@@ -23,6 +24,7 @@ from immutrail.deploy.runtime import Runtime
 from immutrail.ledger.home import open_ledger
 from immutrail.ledger.ledger import Ledger
 from immutrail.policy.desired import desired_state
+from immutrail.policy.model import ENVIRONMENT_NAME
 
 from .common import (
     DEFAULT_HOME,
@@ -45,6 +47,7 @@ from .common import (
     stderr,
     stdout,
 )
+from .numbers import MAX_INTERVAL_S, seconds, seconds_help
 
 env_app = typer.Typer(
     no_args_is_help=True, help=f"Environments and their declared services. {EXIT_CODES_HELP}"
@@ -60,6 +63,15 @@ DockerHostOption = Annotated[
 ]
 DEFAULT_DOCKER_HOST = "unix:///run/docker.sock"
 ServiceOption = Annotated[str | None, typer.Option("--service", help="Only this service.")]
+
+
+def _check_environment(environment: str) -> None:
+    """Refuse what is not an environment name before anything is opened, with the rule and
+    message of `env declare` (deploy.declaration.check_names): names become folder and file
+    names, so '../../etc' must never get that far."""
+    with errors_to_exit_codes():
+        if not ENVIRONMENT_NAME.fullmatch(environment):
+            raise DeployInputError(f"{environment!r} is not an environment name")
 
 
 @contextlib.contextmanager
@@ -151,7 +163,8 @@ def env_declare(
         stdout.print(
             f"declared {environment}/{service}: {spec.replicas} x {spec.strategy} on "
             f"{spec.runtime}, endpoint 127.0.0.1:{spec.port}; config {spec.config_digest}; "
-            f"ledger index {made.ledger_index}"
+            f"ledger index {made.ledger_index}",
+            markup=False,
         )
 
 
@@ -167,6 +180,7 @@ def env_show(
     fmt: FormatOption = Format.text,
 ) -> None:
     """The declared services of ENVIRONMENT with their desired image (needs ledger.read)."""
+    _check_environment(environment)
     caller = Caller(as_, token, key_file, passphrase_file)
     with (
         errors_to_exit_codes(),
@@ -191,7 +205,7 @@ def env_show(
         emit_json({"environment": environment, "services": services})
         return
     if not services:
-        stdout.print(f"no service is declared in {environment}")
+        stdout.print(f"no service is declared in {environment}", markup=False)
     for shown in services:
         spec, desired = shown["declaration"], shown["desired"]
         image = f"{desired['digest']} ({desired['image']})" if desired else "-"
@@ -200,7 +214,8 @@ def env_show(
             f"{spec['runtime']}, endpoint 127.0.0.1:{spec['port']}\n"
             f"  image   {image}"
             f"\n  config  {shown['config_digest']}\n  declared by {shown['declared_by']} at "
-            f"{shown['declared_at']} (ledger index {shown['ledger_index']})"
+            f"{shown['declared_at']} (ledger index {shown['ledger_index']})",
+            markup=False,
         )
 
 
@@ -231,6 +246,7 @@ def deploy(
     (nothing done), admission or a guardrail refused, or the deployment failed and was undone
     (both recorded).
     """
+    _check_environment(environment)
     if strategy is not None and strategy not in ("blue-green", "rolling", "canary"):
         fail("--strategy is blue-green, rolling or canary")
     caller = Caller(as_, token, key_file, passphrase_file, actor)
@@ -269,6 +285,7 @@ def rollback_command(
     """Deploy the image that was desired before the current one: new instances, never a patch.
 
     Needs rollback in ENVIRONMENT once access control is set up (exit 1 if not)."""
+    _check_environment(environment)
     caller = Caller(as_, token, key_file, passphrase_file, actor)
     with (
         errors_to_exit_codes(),
@@ -301,6 +318,7 @@ def status_command(
     """Desired against observed: per service and per instance (id, digest, age, health).
 
     Needs ledger.read once access control is set up."""
+    _check_environment(environment)
     caller = Caller(as_, token, key_file, passphrase_file)
     with (
         errors_to_exit_codes(),
@@ -314,13 +332,17 @@ def status_command(
         return
     for item in report["services"]:
         desired = item["desired"]
-        verdict = "[green]converged[/]" if item["converged"] else "[yellow]not converged[/]"
+        verdict = ("converged", "green") if item["converged"] else ("not converged", "yellow")
+        # Text.assemble styles the verdict and takes the names and digests as plain text.
         stdout.print(
-            f"{environment}/{item['service']}: {verdict}; desired {desired['replicas']} x "
-            f"{desired['digest'] or '(nothing promoted)'} on {desired['runtime']}, endpoint "
-            f"127.0.0.1:{item['endpoint']['port']}"
-            + ("" if item["endpoint"]["running"] else " (not running)"),
-            markup=True,
+            Text.assemble(
+                f"{environment}/{item['service']}: ",
+                verdict,
+                f"; desired {desired['replicas']} x "
+                f"{desired['digest'] or '(nothing promoted)'} on {desired['runtime']}, endpoint "
+                f"127.0.0.1:{item['endpoint']['port']}"
+                + ("" if item["endpoint"]["running"] else " (not running)"),
+            )
         )
         table = Table("instance", "digest", "age", "health", "serving", "up to date")
         for row in item["instances"]:
@@ -332,9 +354,11 @@ def status_command(
                 "yes" if row["serving"] else "no",
                 "yes" if row["up_to_date"] else "no",
             )
-        stdout.print(table)
+        stdout.print(table, markup=False)
     for stray in report["undeclared"]:
-        stdout.print(f"[red]undeclared[/] {stray['id']} ({stray['service'] or '?'})", markup=True)
+        stdout.print(
+            Text.assemble(("undeclared", "red"), f" {stray['id']} ({stray['service'] or '?'})")
+        )
 
 
 def reconcile_command(
@@ -342,7 +366,14 @@ def reconcile_command(
     watch_: Annotated[
         bool, typer.Option("--watch", help="Keep reconciling every --interval seconds.")
     ] = False,
-    interval: Annotated[float, typer.Option("--interval", help="Seconds between passes.")] = 5.0,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval",
+            help=f"Seconds between passes ({seconds_help(MAX_INTERVAL_S)}).",
+            callback=seconds(MAX_INTERVAL_S),
+        ),
+    ] = 5.0,
     passes: Annotated[
         int | None, typer.Option("--passes", help="With --watch: stop after N passes.")
     ] = None,
@@ -362,9 +393,10 @@ def reconcile_command(
     ENVIRONMENT) once access control is set up, immutrail:reconciler before. Exit 1 not
     authenticated or not allowed; 3 if a service could not be converged.
     """
+    _check_environment(environment)
     caller = Caller(as_, token, key_file, passphrase_file)
-    if interval <= 0 or (passes is not None and passes < 1):
-        fail("--interval must be > 0 and --passes >= 1")
+    if passes is not None and passes < 1:
+        fail("--passes must be >= 1")
     failed = False
 
     def show(result: Pass) -> None:
@@ -375,13 +407,13 @@ def reconcile_command(
             return
         for outcome in result.outcomes:
             if outcome.status != "unchanged":
-                stdout.print(_outcome_line(environment, outcome))
+                stdout.print(_outcome_line(environment, outcome), markup=False)
         for removed in result.removed:
-            stdout.print(f"removed {removed}: its service is not declared")
+            stdout.print(f"removed {removed}: its service is not declared", markup=False)
         for error in result.errors:
-            stdout.print(f"[red]error[/] {error}", markup=True)
+            stdout.print(Text.assemble(("error", "red"), f" {error}"))
         if not result.changed and not result.errors:
-            stdout.print(f"{environment}: converged, nothing to do")
+            stdout.print(f"{environment}: converged, nothing to do", markup=False)
 
     with (
         errors_to_exit_codes(),
@@ -424,6 +456,7 @@ def chaos_command(
     """Kill random instances of ENVIRONMENT without warning; the reconciler must heal it.
 
     Needs chaos in ENVIRONMENT once access control is set up (exit 1 if not)."""
+    _check_environment(environment)
     caller = Caller(as_, token, key_file, passphrase_file, actor)
     with (
         errors_to_exit_codes(),
@@ -450,7 +483,9 @@ def chaos_command(
         )
     else:
         for instance in killed:
-            stdout.print(f"killed {instance.id} ({instance.service}, {instance.digest[:19]})")
+            stdout.print(
+                f"killed {instance.id} ({instance.service}, {instance.digest[:19]})", markup=False
+            )
 
 
 def _services(ctx: Context, environment: str, service: str | None) -> list[str]:
@@ -469,7 +504,7 @@ def _print_outcomes(environment: str, outcomes: list[Outcome], fmt: Format) -> N
         emit_json({"environment": environment, "services": [o.to_json() for o in outcomes]})
         return
     for outcome in outcomes:
-        stdout.print(_outcome_line(environment, outcome))
+        stdout.print(_outcome_line(environment, outcome), markup=False)
 
 
 def _outcome_line(environment: str, outcome: Outcome) -> str:

@@ -46,6 +46,7 @@ from .common import (
     stdout,
 )
 from .deploy import DEFAULT_DOCKER_HOST, DockerHostOption, deploy_context
+from .numbers import MAX_DURATION_S, MAX_INTERVAL_S, seconds, seconds_help
 
 drift_app = typer.Typer(
     no_args_is_help=True,
@@ -79,6 +80,8 @@ def check(
 
     Exit 0 no drift (or, with --remediate, none left after the replacement), 1 drift found.
     """
+    with errors_to_exit_codes():
+        check_environment(environment)
     with (
         errors_to_exit_codes(),
         deploy_context(
@@ -107,8 +110,8 @@ def check(
         if after is not None:
             for service, replaced in report.remediated.items():
                 if replaced:
-                    stdout.print(f"replaced in {service}: {', '.join(replaced)}")
-            stdout.print("after remediation:")
+                    stdout.print(f"replaced in {service}: {', '.join(replaced)}", markup=False)
+            stdout.print("after remediation:", markup=False)
             _print(after)
     left = after if after is not None else report
     if left.findings:
@@ -119,19 +122,31 @@ def check(
 def watch(
     environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
     interval: Annotated[
-        float, typer.Option("--interval", help="Seconds between full checks.")
+        float,
+        typer.Option(
+            "--interval",
+            help=f"Seconds between full checks ({seconds_help(MAX_INTERVAL_S)}).",
+            callback=seconds(MAX_INTERVAL_S),
+        ),
     ] = 10.0,
     passes: Annotated[
         int | None, typer.Option("--passes", help="Stop after N full checks [default: never].")
     ] = None,
     duration: Annotated[
         float | None,
-        typer.Option("--duration", help="Stop after this many seconds [default: never]."),
+        typer.Option(
+            "--duration",
+            help=f"Stop after this many seconds ({seconds_help(MAX_DURATION_S)}) [default: never].",
+            callback=seconds(MAX_DURATION_S),
+        ),
     ] = None,
     process_interval: Annotated[
         float,
         typer.Option(
-            "--process-interval", help="Seconds between scans of local instances' processes."
+            "--process-interval",
+            help="Seconds between scans of local instances' processes "
+            f"({seconds_help(MAX_INTERVAL_S)}).",
+            callback=seconds(MAX_INTERVAL_S),
         ),
     ] = 0.5,
     fix: Annotated[bool, typer.Option("--remediate", help="Replace drifted instances.")] = False,
@@ -150,10 +165,10 @@ def watch(
     Prints one report per check or signal (a JSON line each with --format json). Stops after
     --passes or --duration, or on Ctrl-C. Exit 0 when stopped, 2/3 as everywhere.
     """
-    if interval <= 0 or process_interval <= 0:
-        fail("--interval and --process-interval must be > 0")
-    if (passes is not None and passes < 1) or (duration is not None and duration <= 0):
-        fail("--passes must be >= 1 and --duration > 0")
+    with errors_to_exit_codes():
+        check_environment(environment)
+    if passes is not None and passes < 1:
+        fail("--passes must be >= 1")
 
     def emit(report: DriftReport) -> None:
         if fmt is Format.json:
@@ -229,7 +244,8 @@ def rules_set(
     else:
         stdout.print(
             f"{environment}: drift rules {made.name} ({made.digest}) set at ledger index "
-            f"{made.ledger_index}"
+            f"{made.ledger_index}",
+            markup=False,
         )
 
 
@@ -255,7 +271,9 @@ def rules_clear(
     if fmt is Format.json:
         emit_json({"environment": environment, "rules": None, "ledger_index": index})
     else:
-        stdout.print(f"{environment}: no drift rules from now on (ledger index {index})")
+        stdout.print(
+            f"{environment}: no drift rules from now on (ledger index {index})", markup=False
+        )
 
 
 @rules_app.command("show")
@@ -278,11 +296,12 @@ def rules_show(
     if fmt is Format.json:
         emit_json({"environment": environment, "rules": rules.to_json() if rules else None})
     elif rules is None:
-        stdout.print(f"{environment}: no drift rules")
+        stdout.print(f"{environment}: no drift rules", markup=False)
     else:
         stdout.print(
             f"{environment}: {rules.name} ({rules.digest}), set by {rules.set_by} at "
-            f"{rules.set_at} (ledger index {rules.ledger_index})"
+            f"{rules.set_at} (ledger index {rules.ledger_index})",
+            markup=False,
         )
         stdout.print(rules.source, markup=False)
 
@@ -291,7 +310,8 @@ def _print(report: DriftReport) -> None:
     if not report.findings:
         stdout.print(
             f"{report.environment}: no drift ({report.instances_checked} instances, "
-            f"{report.files_hashed} files hashed)"
+            f"{report.files_hashed} files hashed)",
+            markup=False,
         )
         return
     table = Table("severity", "kind", "service", "instance", "what", "control")
@@ -304,4 +324,4 @@ def _print(report: DriftReport) -> None:
             finding.message,
             finding.control,
         )
-    stdout.print(table)
+    stdout.print(table, markup=False)

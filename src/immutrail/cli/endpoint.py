@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from immutrail.access.model import Action
 from immutrail.deploy.endpoint import (
@@ -71,7 +72,7 @@ def list_command(
         emit_json({"endpoints": [info.to_json() for info in found]})
         return
     if not found:
-        stdout.print("no endpoint process runs")
+        stdout.print("no endpoint process runs", markup=False)
         return
     table = Table("service", "endpoint", "pid", "started", "backends")
     for info in found:
@@ -82,7 +83,7 @@ def list_command(
             info.started_at,
             _backends_text(info.backends),
         )
-    stdout.print(table)
+    stdout.print(table, markup=False)
 
 
 @endpoint_app.command("show")
@@ -120,13 +121,15 @@ def show(
         emit_json(report)
         return
     if info is None or stats is None:
-        stdout.print(f"{endpoint.where}: [yellow]not running[/]", markup=True)
+        stdout.print(Text.assemble(f"{endpoint.where}: ", ("not running", "yellow")))
     else:
         stdout.print(
-            f"{endpoint.where}: [green]running[/] on 127.0.0.1:{info.port}, pid {info.pid}, "
-            f"since {info.started_at}; {stats.connections} connection(s), {stats.failures} "
-            f"failed, {stats.active} open",
-            markup=True,
+            Text.assemble(
+                f"{endpoint.where}: ",
+                ("running", "green"),
+                f" on 127.0.0.1:{info.port}, pid {info.pid}, since {info.started_at}; "
+                f"{stats.connections} connection(s), {stats.failures} failed, {stats.active} open",
+            )
         )
         table = Table("backend", "weight", "connections", "connect failures", "open")
         serving = {b.address: b for b in info.backends}
@@ -141,7 +144,7 @@ def show(
             )
         for current in serving.values():
             table.add_row(f"{current.host}:{current.port}", str(current.weight), "0", "0", "0")
-        stdout.print(table)
+        stdout.print(table, markup=False)
     stdout.print(f"log: {files.log}", markup=False)
 
 

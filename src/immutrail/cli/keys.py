@@ -56,11 +56,14 @@ class Algorithm(StrEnum):
 
 
 def _print_key(info: KeyInfo) -> None:
-    stdout.print(f"key        {info.keyid}")
+    stdout.print(f"key        {info.keyid}", markup=False)
     stdout.print(f"principal  {info.principal}", markup=False)
-    stdout.print(f"algorithm  {info.algorithm}")
+    stdout.print(f"algorithm  {info.algorithm}", markup=False)
     stdout.print(f"purpose    {info.purpose or '(none)'}", markup=False)
-    stdout.print(f"created    {info.created_at} by {info.created_by} (entry {info.created_index})")
+    stdout.print(
+        f"created    {info.created_at} by {info.created_by} (entry {info.created_index})",
+        markup=False,
+    )
     if info.revoked:
         stdout.print(
             f"REVOKED    {info.revoked_at} (entry {info.revoked_index}): {info.revoked_reason}",
@@ -158,10 +161,10 @@ def generate(
         )
         return
     state = "encrypted" if made.encrypted else "NOT encrypted"
-    stdout.print(f"generated {made.info.algorithm} key {made.info.keyid}")
+    stdout.print(f"generated {made.info.algorithm} key {made.info.keyid}", markup=False)
     stdout.print(f"  principal {made.info.principal}", markup=False)
     stdout.print(f"  file      {made.path} ({state})", markup=False)
-    stdout.print(f"  ledger    entry {made.ledger_index} (key.created)")
+    stdout.print(f"  ledger    entry {made.ledger_index} (key.created)", markup=False)
 
 
 @app.command("list")
@@ -200,7 +203,7 @@ def list_(
             f"{key.revoked_at} (#{key.revoked_index})" if key.revoked else "",
             "yes" if key.local_path else "no",
         )
-    stdout.print(table)
+    stdout.print(table, markup=False)
 
 
 @app.command()
@@ -258,5 +261,5 @@ def revoke(
         emit_json({**info.to_dict(), "ledger_index": index})
     else:
         stdout.print(f"revoked key {info.keyid} of {info.principal}", markup=False)
-        stdout.print(f"  ledger    entry {index} (key.revoked)")
+        stdout.print(f"  ledger    entry {index} (key.revoked)", markup=False)
         _print_key(info)

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
+from rich.markup import escape
 from rich.progress import Progress, TaskID
-from rich.table import Table
 
 from immutrail.access.model import Action
 from immutrail.artifacts.store import Store
-from immutrail.scan.attestation import findings_from_predicate
+from immutrail.scan.attestation import Finding, findings_from_predicate
 from immutrail.scan.download import DEFAULT_BASE, download_archives
 from immutrail.scan.errors import VulnDbError
 from immutrail.scan.scanner import ScanRun, import_database, scan_image
@@ -79,7 +80,7 @@ class _DownloadBar:
         self.task: TaskID = bar.task_ids[0]
 
     def downloading(self, ecosystem: str, url: str, total: int | None) -> None:
-        self.bar.reset(self.task, total=total, description=f"{ecosystem} all.zip")
+        self.bar.reset(self.task, total=total, description=f"{escape(ecosystem)} all.zip")
 
     def received(self, size: int) -> None:
         self.bar.advance(self.task, size)
@@ -90,14 +91,20 @@ def _print_import(result: ImportResult, ledger_index: int) -> None:
     stdout.print(f"imported {result.read} records in {result.seconds:.1f} s", markup=False)
     stdout.print(
         f"  added {result.added}, updated {result.updated}, unchanged {result.unchanged}, "
-        f"older ignored {result.older}, skipped {result.skipped_count}"
+        f"older ignored {result.older}, skipped {result.skipped_count}",
+        markup=False,
     )
     for skipped in result.skipped:
         stdout.print(f"  skipped  {skipped.source}: {skipped.reason}", markup=False)
     for base, count in sorted(result.without_comparator.items()):
-        stdout.print(f"  note     {count} entries for {base}: scans cannot compare its versions")
-    stdout.print(f"  snapshot {result.snapshot.digest} ({result.snapshot.records} records)")
-    stdout.print(f"  ledger   entry {ledger_index}")
+        stdout.print(
+            f"  note     {count} entries for {base}: scans cannot compare its versions",
+            markup=False,
+        )
+    stdout.print(
+        f"  snapshot {result.snapshot.digest} ({result.snapshot.records} records)", markup=False
+    )
+    stdout.print(f"  ledger   entry {ledger_index}", markup=False)
 
 
 def _emit_import(result: ImportResult, ledger_index: int, fmt: Format) -> None:
@@ -224,9 +231,9 @@ def status(
         emit_json({"path": str(db_path(home)), **snapshot.to_dict()})
         return
     stdout.print(f"database {db_path(home)}", markup=False)
-    stdout.print(f"  snapshot    {snapshot.digest}")
-    stdout.print(f"  records     {snapshot.records} ({snapshot.withdrawn} withdrawn)")
-    stdout.print(f"  last update {snapshot.last_update or 'never'}")
+    stdout.print(f"  snapshot    {snapshot.digest}", markup=False)
+    stdout.print(f"  records     {snapshot.records} ({snapshot.withdrawn} withdrawn)", markup=False)
+    stdout.print(f"  last update {snapshot.last_update or 'never'}", markup=False)
 
 
 @vulndb_app.command()
@@ -254,7 +261,7 @@ def verify(
     if fmt is Format.json:
         emit_json({"ok": ok, "stored": stored.digest, "computed": computed.digest})
     else:
-        stdout.print(f"{'verified' if ok else 'MISMATCH'}: {computed.digest}")
+        stdout.print(f"{'verified' if ok else 'MISMATCH'}: {computed.digest}", markup=False)
     if not ok:
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
 
@@ -273,39 +280,76 @@ def _scan_json(run: ScanRun) -> dict[str, Any]:
 
 
 def _print_scan(run: ScanRun) -> None:
+    # Scanner reports, OSV records and image contents are user text: printed, never markup.
     summary = run.summary
-    stdout.print(f"scanned {run.digest} ({run.outcome.source}, {run.outcome.packages} packages)")
-    stdout.print(f"  database    {summary['db']}")
+    stdout.print(
+        f"scanned {run.digest} ({run.outcome.source}, {run.outcome.packages} packages)",
+        markup=False,
+    )
+    stdout.print(f"  database    {summary['db']}", markup=False)
     counts = summary["counts"]
     stdout.print(
         "  found       "
         + ", ".join(f"{counts[level]} {level}" for level in counts)
-        + f" ({summary['vulnerabilities']} vulnerabilities, {summary['findings']} findings)"
+        + f" ({summary['vulnerabilities']} vulnerabilities, {summary['findings']} findings)",
+        markup=False,
     )
     findings = findings_from_predicate(run.predicate)
     if findings:
-        table = Table()
-        table.add_column("id", no_wrap=True)
-        table.add_column("package", no_wrap=True)
-        for name in ("installed", "fixed", "level", "score"):
-            table.add_column(name, overflow="fold")
-        for finding in findings:
-            table.add_row(
-                finding.id,
-                finding.package,
-                finding.version,
-                ", ".join(finding.fixed) or "-",
-                finding.level,
-                "" if finding.score is None else f"{finding.score:.1f}",
-            )
-        stdout.print(table)
+        stdout.file.write(_findings_table(findings))
+        stdout.file.flush()
     if summary["withdrawn"]:
-        stdout.print(f"  withdrawn   {summary['withdrawn']} matching records withdrawn (ignored)")
+        stdout.print(
+            f"  withdrawn   {summary['withdrawn']} matching records withdrawn (ignored)",
+            markup=False,
+        )
     for item in run.outcome.not_evaluated:
         record = f" [{item.id}]" if item.id else ""
         stdout.print(f"  not checked {item.purl}{record}: {item.reason}", markup=False)
-    stdout.print(f"  attestation {run.attestation}")
-    stdout.print(f"  ledger      entry {run.ledger_index}")
+    stdout.print(f"  attestation {run.attestation}", markup=False)
+    stdout.print(f"  ledger      entry {run.ledger_index}", markup=False)
+
+
+_FINDING_COLUMNS = ("id", "package", "installed", "fixed", "level", "score")
+
+
+def _findings_table(findings: list[Finding]) -> str:
+    """Every finding, one line each in aligned columns (as grype prints them).
+
+    Not a rich Table: rich measures and renders each cell on its own, about a millisecond a row,
+    so a report with 200,000 findings took minutes. This is one pass to measure, one to write.
+    """
+    rows = [_FINDING_COLUMNS] + [
+        (
+            _cell(f.id),
+            _cell(f.package),
+            _cell(f.version),
+            _cell(", ".join(f.fixed) or "-"),
+            _cell(f.level),
+            "" if f.score is None else f"{f.score:.1f}",
+        )
+        for f in findings
+    ]
+    sizes = [[_width(cell) for cell in row] for row in rows]
+    widths = [max(column) for column in zip(*sizes, strict=True)]
+    lines = (
+        "  ".join(
+            cell + " " * (width - size)
+            for cell, size, width in zip(row, row_sizes, widths, strict=True)
+        ).rstrip()
+        for row, row_sizes in zip(rows, sizes, strict=True)
+    )
+    return "".join(f"  {line}\n" for line in lines)
+
+
+def _cell(text: str) -> str:
+    """A cell as it is written to the terminal: control characters (a newline, an escape
+    sequence from a hostile report) are shown escaped, never sent."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _width(cell: str) -> int:
+    return len(cell) if cell.isascii() else cell_len(cell)
 
 
 def scan(

@@ -131,10 +131,12 @@ def sign(
             {"digest": done.digest, **done.signature.to_dict(), "ledger_index": done.ledger_index}
         )
         return
-    stdout.print(f"signed {done.digest}")
-    stdout.print(f"  by          {done.signature.principal} (key {done.signature.keyid})")
-    stdout.print(f"  attestation {done.signature.attestation}")
-    stdout.print(f"  ledger      entry {done.ledger_index} (image.signed)")
+    stdout.print(f"signed {done.digest}", markup=False)
+    stdout.print(
+        f"  by          {done.signature.principal} (key {done.signature.keyid})", markup=False
+    )
+    stdout.print(f"  attestation {done.signature.attestation}", markup=False)
+    stdout.print(f"  ledger      entry {done.ledger_index} (image.signed)", markup=False)
 
 
 def approve(
@@ -176,10 +178,12 @@ def approve(
             {"digest": done.digest, **done.approval.to_dict(), "ledger_index": done.ledger_index}
         )
         return
-    stdout.print(f"approved {done.digest} for {done.approval.environment}")
-    stdout.print(f"  by          {done.approval.principal} (key {done.approval.keyid})")
-    stdout.print(f"  attestation {done.approval.attestation}")
-    stdout.print(f"  ledger      entry {done.ledger_index} (image.approved)")
+    stdout.print(f"approved {done.digest} for {done.approval.environment}", markup=False)
+    stdout.print(
+        f"  by          {done.approval.principal} (key {done.approval.keyid})", markup=False
+    )
+    stdout.print(f"  attestation {done.approval.attestation}", markup=False)
+    stdout.print(f"  ledger      entry {done.ledger_index} (image.approved)", markup=False)
 
 
 _LABELS = {
@@ -194,7 +198,7 @@ _LABELS = {
 
 
 def _print_report(report: VerifyReport) -> None:
-    stdout.print(f"image {report.digest}")
+    stdout.print(f"image {report.digest}", markup=False)
     for check in report.checks:
         stdout.print(
             f"  {_LABELS[check.status]:<20} {check.kind:<15} {check.subject[:19]}…  {check.detail}",
@@ -202,7 +206,7 @@ def _print_report(report: VerifyReport) -> None:
         )
     summary = ", ".join(f"{count} {status}" for status, count in sorted(report.counts().items()))
     verdict = "all verified" if report.ok else "NOT all verified"
-    stdout.print(f"{verdict}: {summary}")
+    stdout.print(f"{verdict}: {summary}", markup=False)
 
 
 def verify(

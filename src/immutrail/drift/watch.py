@@ -23,6 +23,7 @@ does (evidence kept first).
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -54,7 +55,7 @@ from .check import (
     record_detected,
     remediate,
 )
-from .errors import DriftError
+from .errors import DriftError, DriftInputError
 from .processes import HostProcesses, signals
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,9 @@ class DriftWatch:
         process_interval: float = 0.5,
         emit: Callable[[DriftReport], None] | None = None,
     ) -> None:
-        if interval <= 0 or process_interval <= 0:
-            raise DriftError("the intervals must be positive")
+        # NaN compares false with everything: "<= 0" alone let it through, and the loop spun.
+        if not all(math.isfinite(s) and s > 0 for s in (interval, process_interval)):
+            raise DriftInputError("the intervals must be positive, finite numbers of seconds")
         self.ctx = ctx
         self.environment = environment
         self.interval = interval
@@ -198,6 +200,8 @@ class DriftWatch:
         stop: threading.Event | None = None,
     ) -> None:
         """Until ``passes`` full checks ran, ``duration`` seconds passed or ``stop`` is set."""
+        if duration is not None and not (math.isfinite(duration) and duration > 0):
+            raise DriftInputError("the duration must be a positive, finite number of seconds")
         started = time.monotonic()
         self._follow_engines(since=time.time())
         next_scan = started

@@ -163,6 +163,8 @@ def _parse_root(path: Path, source: str) -> TrustRoot:
         )
     except OSError as exc:
         raise TrustRootError(f"cannot read the trusted root {source}: {exc.strerror}") from exc
+    except RecursionError as exc:  # Python's json recurses once per nesting level
+        raise TrustRootError(f"{source} is not a Sigstore trusted root: nested too deeply") from exc
     except (SigstoreError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TrustRootError(f"{source} is not a Sigstore trusted root: {exc}") from exc
     return TrustRoot(root, source, tlogs, ctlogs)
@@ -277,7 +279,7 @@ def check_bundle(
 def _json_object(data: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for Python's json
         return None
     return value if isinstance(value, dict) else None
 
