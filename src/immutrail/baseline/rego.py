@@ -1,4 +1,4 @@
-"""User rules in Rego, evaluated in-process with regopy (rego-cpp, Rego v1).
+"""User rules in Rego, evaluated with regopy (rego-cpp, Rego v1) in a child process with limits.
 
 The contract (docs/baseline.md has examples): every ``*.rego`` file under the rules folder
 (recursively, ``*_test.rego`` excluded) is loaded into one interpreter, so rules may import
@@ -16,31 +16,32 @@ set (Rego v0's ``deny[msg] { … }`` means something else in v1 and would never 
 is used twice, and a built-in function that fails at evaluation (strict built-in errors are on,
 so a rule that divides by zero fails loudly instead of silently never denying).
 
-Two traps of regopy handled here: a rule whose value is ``false`` comes back *undefined* from a
-plain query, so each package is read as the binding of ``x := data.<package>``; and rego-cpp
-prints compile errors on the process's standard output, which would corrupt ``--format json``,
-so that file descriptor is redirected while modules are added and the text is kept for the error.
+The rules run in a child process with limits (:mod:`immutrail.rego`: size, nesting depth,
+memory, time), which also handles regopy's traps (a ``false`` rule read as undefined, errors
+printed on standard output, error output that is not JSON). A rule file over a limit, or that
+crashes the interpreter, is a :class:`RuleFileError` like any other broken rule.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import sys
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import regopy  # type: ignore[import-untyped]
+from typing import Any, TypeVar
 
 from immutrail.files import FileTooLargeError, read_capped
+from immutrail.rego import (
+    Module,
+    RegoLimitError,
+    RegoSession,
+    RegoSourceError,
+    RegoUnavailableError,
+)
 
-from .errors import BaselineInputError, RuleFileError
+from .errors import BaselineError, BaselineInputError, RuleFileError
 from .rules import RULES_BY_ID, Severity
 
 RULES_PACKAGE = "immutrail.rules"
@@ -50,6 +51,7 @@ MAX_EVIDENCE = 100
 
 _PACKAGE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.MULTILINE)
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -76,23 +78,6 @@ class UserRuleResult:
     controls: tuple[str, ...]
     evidence: tuple[dict[str, Any], ...]
     omitted: int
-
-
-@contextmanager
-def stdout_captured() -> Iterator[list[str]]:
-    """Redirect file descriptor 1 (rego-cpp writes errors there) and hand back what it got."""
-    captured: list[str] = []
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 1)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-            sink.seek(0)
-            captured.append(sink.read(64 * 1024).decode("utf-8", "replace"))
 
 
 def load_rules(folder: Path) -> list[RuleFile]:
@@ -135,46 +120,51 @@ def load_rules(folder: Path) -> list[RuleFile]:
             f"--rules {folder}: no rule found (a rule is a .rego file whose package is "
             f"{RULES_PACKAGE}.<name>)"
         )
-    _interpreter(files)  # compile now: a syntax error is found before the image is read
+    with _session(files) as session:  # compile now: a syntax error is found before the image
+        _run(files, session.compile)
     return files
 
 
-def _interpreter(files: Sequence[RuleFile]) -> regopy.Interpreter:
-    interpreter = regopy.Interpreter()
-    interpreter.strict_built_in_errors = True
-    for item in files:
-        with stdout_captured() as printed:
-            try:
-                interpreter.add_module(item.path, item.source)
-                error = None
-            except regopy.RegoError as exc:
-                error = exc
-        if error is not None:
-            message = printed[0].strip() if printed and printed[0].strip() else str(error)
-            raise RuleFileError(item.path, message.removeprefix("Errors:").strip())
-    return interpreter
+def _session(files: Sequence[RuleFile]) -> RegoSession:
+    # Strict built-in errors: a rule that divides by zero fails loudly instead of never denying.
+    modules = [Module(f.path, f.source) for f in files]
+    return _run(files, lambda: RegoSession(modules, strict=True))
+
+
+def _run(files: Sequence[RuleFile], step: Callable[[], _T]) -> _T:
+    """``step()``, its :mod:`immutrail.rego` errors told as errors of the rule file at fault."""
+    try:
+        return step()
+    except RegoSourceError as exc:
+        raise RuleFileError(exc.module, exc.problem) from exc
+    except RegoLimitError as exc:
+        packages = {f"data.{f.package}": f.path for f in files}
+        path = exc.module or packages.get(exc.ref or "")
+        what = "compiling it" if exc.module else "evaluating it"
+        if path is None:
+            raise BaselineInputError(f"the user rules: evaluation {exc.reason}") from exc
+        raise RuleFileError(path, f"{what} {exc.reason}") from exc
+    except RegoUnavailableError as exc:
+        raise BaselineError(str(exc)) from exc
 
 
 def evaluate_rules(files: Sequence[RuleFile], document: Mapping[str, Any]) -> list[UserRuleResult]:
-    """Evaluate every rule of ``files`` over ``document`` (the image description)."""
-    interpreter = _interpreter(files)
-    interpreter.set_input(regopy.Input(document))
+    """Evaluate every rule of ``files`` over ``document`` (the image description), in one child."""
+    rules = [item for item in files if item.is_rule]
+    with _session(files) as session:
+        values = _run(
+            files, lambda: session.evaluate([f"data.{r.package}" for r in rules], dict(document))
+        )
     results: list[UserRuleResult] = []
     seen: dict[str, str] = {}
-    for item in files:
-        if not item.is_rule:
-            continue
-        with stdout_captured() as printed:
-            output = interpreter.query(f"x := data.{item.package}")
-        if not output.ok():
-            detail = printed[0].strip() if printed and printed[0].strip() else str(output)
+    for item, value in zip(rules, values, strict=True):
+        if value.error is not None:
             raise RuleFileError(
                 item.path,
-                f"evaluation failed ({detail}); a built-in function failed (for example a "
-                "division by zero or a conversion of a bad value)",
+                f"evaluation failed ({value.error}); for example a built-in function failed "
+                "(a division by zero, a conversion of a bad value) or a function is not defined",
             )
-        value = output.results[0].bindings.get("x") if output.results else None
-        result = _result(item, value)
+        result = _result(item, value.value if value.defined else None)
         if result.id in seen:
             raise RuleFileError(item.path, f"id {result.id} is also the id of {seen[result.id]}")
         seen[result.id] = item.path

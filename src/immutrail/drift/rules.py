@@ -1,8 +1,9 @@
 """Runtime rules: what users say about running instances, in Rego, in the spirit of Falco.
 
-One rule file per environment, ``package immutrail.drift`` (Rego v1, evaluated in-process with
-regopy like the gate's and the baseline's rules), defines two sets over ``input``, the document
-:func:`immutrail.drift.check` builds for each instance (documented in docs/drift.md)::
+One rule file per environment, ``package immutrail.drift`` (Rego v1, evaluated with regopy in
+a child process with limits, :mod:`immutrail.rego`, like the gate's and the baseline's rules),
+defines two sets over ``input``, the document :func:`immutrail.drift.check` builds for each
+instance (documented in docs/drift.md)::
 
     package immutrail.drift
 
@@ -25,8 +26,9 @@ heals by replacement, like the built-in ones.
 Rules are set with :func:`set_rules` (a ``drift.rules.changed`` event carrying the file's name,
 digest and text: the ledger is where they are kept, so what was in force at any moment can be
 proved) and read back with :func:`current_rules`. A file that is not UTF-8, too large, of another
-package, does not compile, defines neither set, or gives entries of the wrong shape on the
-sample documents is refused with :class:`RulesError` (exit 2) and nothing is recorded.
+package, does not compile, defines neither set, exceeds the limits of :mod:`immutrail.rego`
+(nesting, memory, time) or gives entries of the wrong shape on the sample documents is refused
+with :class:`RulesError` (exit 2) and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -37,12 +39,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from immutrail.baseline.rego import stdout_captured
 from immutrail.ledger.errors import EventFormatError
 from immutrail.ledger.event import Event, parse_entry
 from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.storage.interface import EntryFilter
 from immutrail.policy.model import ENVIRONMENT_NAME
+from immutrail.rego import (
+    DEFAULT_LIMITS,
+    Limits,
+    Module,
+    RegoLimitError,
+    RegoSession,
+    RegoSourceError,
+    RegoUnavailableError,
+)
 
 from .errors import DriftError, DriftInputError
 
@@ -224,37 +234,48 @@ EMPTY_INPUT: dict[str, Any] = {
 
 
 class Evaluator:
-    """A rule file compiled once; :meth:`evaluate` runs it over one instance's document."""
+    """A rule file compiled once; :meth:`evaluate` runs it over one instance's document.
 
-    def __init__(self, rules: RuleSet) -> None:
-        import regopy  # type: ignore[import-untyped]  # heavy: loaded only when rules exist
+    The interpreter is a child process with limits (:mod:`immutrail.rego`), started here and
+    reused for every instance of a check: close the evaluator when done (it is also stopped
+    when garbage-collected). A rule file over a limit is a :class:`RulesError`; rules that
+    exceed one on a real instance's document, a :class:`RuleEvaluationError`.
+    """
 
+    def __init__(self, rules: RuleSet, *, limits: Limits = DEFAULT_LIMITS) -> None:
         self.rules = rules
-        self._interpreter = regopy.Interpreter()
-        self._interpreter.strict_built_in_errors = True  # a failing built-in is loud, not silent
-        self._input = regopy.Input
-        with stdout_captured() as printed:  # rego-cpp prints compile errors on fd 1
-            try:
-                self._interpreter.add_module(rules.name, rules.source)
-                error = None
-            except regopy.RegoError as exc:
-                error = exc
-        if error is not None:
-            message = printed[0].strip() if printed and printed[0].strip() else str(error)
-            raise RulesError(rules.name, message.removeprefix("Errors:").strip())
+        try:
+            # Strict built-in errors: a failing built-in is loud, not a rule that never matches.
+            modules = [Module(rules.name, rules.source)]
+            self._session = RegoSession(modules, strict=True, limits=limits)
+            self._session.compile()
+        except RegoSourceError as exc:
+            raise RulesError(rules.name, exc.problem) from exc
+        except RegoLimitError as exc:
+            raise RulesError(rules.name, f"compiling the rules {exc.reason}") from exc
+        except RegoUnavailableError as exc:
+            raise DriftError(str(exc)) from exc
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
 
     def evaluate(self, document: Mapping[str, Any]) -> list[Outcome]:
-        self._interpreter.set_input(self._input(dict(document)))
-        with stdout_captured() as printed:
-            output = self._interpreter.query(f"x := data.{RULES_PACKAGE}")
-        if not output.ok():
-            detail = printed[0].strip() if printed and printed[0].strip() else str(output)
-            raise RuleEvaluationError(
-                f"the drift rules {self.rules.name} ({self.rules.digest[:19]}…) failed: "
-                f"{detail[:500]}"
-            )
-        value = output.results[0].bindings.get("x") if output.results else None
-        return _outcomes(self.rules.name, value)
+        which = f"the drift rules {self.rules.name} ({self.rules.digest[:19]}…)"
+        try:
+            (value,) = self._session.evaluate([f"data.{RULES_PACKAGE}"], dict(document))
+        except RegoLimitError as exc:
+            raise RuleEvaluationError(f"{which}: evaluation {exc.reason}") from exc
+        except RegoUnavailableError as exc:
+            raise DriftError(str(exc)) from exc
+        if value.error is not None:
+            raise RuleEvaluationError(f"{which} failed: {value.error[:500]}")
+        return _outcomes(self.rules.name, value.value if value.defined else None)
 
 
 def _outcomes(name: str, value: object) -> list[Outcome]:
@@ -292,8 +313,9 @@ def _entry(name: str, outcome: str, entry: object) -> Outcome:
     return Outcome(outcome, entry["msg"], str(severity), rule, evidence)
 
 
-def parse_rules(data: bytes, name: str) -> RuleSet:
-    """Check a rule file completely (compiles, evaluates on the sample documents)."""
+def parse_rules(data: bytes, name: str, *, limits: Limits = DEFAULT_LIMITS) -> RuleSet:
+    """Check a rule file completely (compiles, evaluates on the sample documents, within
+    ``limits``)."""
     if len(data) > MAX_RULES_BYTES:
         raise RulesError(name, f"larger than {MAX_RULES_BYTES} bytes")
     try:
@@ -305,12 +327,12 @@ def parse_rules(data: bytes, name: str) -> RuleSet:
         found = ", ".join(packages) or "none"
         raise RulesError(name, f"must declare `package {RULES_PACKAGE}` once (found: {found})")
     rules = RuleSet(name, source, "sha256:" + hashlib.sha256(data).hexdigest())
-    evaluator = Evaluator(rules)
-    for document in (SAMPLE_INPUT, EMPTY_INPUT):
-        try:
-            evaluator.evaluate(document)
-        except RuleEvaluationError as exc:
-            raise RulesError(name, f"fails on the sample document: {exc}") from exc
+    with Evaluator(rules, limits=limits) as evaluator:
+        for document in (SAMPLE_INPUT, EMPTY_INPUT):
+            try:
+                evaluator.evaluate(document)
+            except RuleEvaluationError as exc:
+                raise RulesError(name, f"fails on the sample document: {exc}") from exc
     return rules
 
 

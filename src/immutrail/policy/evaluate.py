@@ -2,18 +2,25 @@
 
 The YAML form is evaluated here, rule by rule, so that a refusal lists every reason at once. A
 Rego policy (``package immutrail.policy``, a ``deny`` set of messages over ``input`` = the
-evidence document) is evaluated in-process with regopy; it passes when ``deny`` is empty.
+evidence document) is evaluated with regopy in a child process with limits
+(:mod:`immutrail.rego`); it passes when ``deny`` is empty.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
 
-from immutrail.baseline.rego import stdout_captured
+from immutrail.rego import (
+    Module,
+    RegoLimitError,
+    RegoSession,
+    RegoSourceError,
+    RegoUnavailableError,
+    Value,
+)
 
-from .errors import PolicyFormatError
+from .errors import PolicyError, PolicyFormatError
 from .evidence import Evidence
 from .model import Policy
 
@@ -229,70 +236,80 @@ def _missing(what: str, evidence: Evidence, kind: str) -> str:
 # -- Rego ----------------------------------------------------------------------------------
 
 REGO_PACKAGE = "immutrail.policy"
+_DENY = f"data.{REGO_PACKAGE}.deny"
+_BREAK_GLASS = f"data.{REGO_PACKAGE}.break_glass"
+_NO_DENY = f"define `deny contains msg if {{…}}` in package {REGO_PACKAGE}"
+_EMPTY_DIGEST = "sha256:" + "0" * 64
 
 
-def _interpreter(source: str, path: str) -> Any:
-    """A regopy interpreter holding the policy module; PolicyFormatError when it does not parse."""
-    import regopy  # type: ignore[import-untyped]  # heavy: only Rego policies load it
+def _values(source: str, path: str, refs: list[str], document: object) -> dict[str, Value]:
+    """Evaluate ``refs`` of the policy over ``document`` (None: no input) in one limited child.
 
-    interpreter = regopy.Interpreter()
-    with stdout_captured() as printed:  # rego-cpp prints its parse errors to fd 1
-        try:
-            interpreter.add_module(path, source)
-            interpreter.query(f"x := data.{REGO_PACKAGE}")
-        except regopy.rego_shared.RegoError as exc:
-            error: Exception | None = exc
-        else:
-            error = None
-    if error is not None:
-        detail = (printed[0] if printed else "").strip() or str(error).strip()
-        raise PolicyFormatError(path, [detail.splitlines()[0] if detail else "does not parse"])
-    return interpreter
+    Strict built-in errors are on: a policy whose built-in fails (a division by zero) is an
+    error, never a ``deny`` that silently stays empty and lets everything through.
+    """
+    try:
+        with RegoSession([Module(path, source)], strict=True) as session:
+            if document is None:
+                values = session.evaluate(refs)
+            else:
+                values = session.evaluate(refs, document)
+    except RegoSourceError as exc:
+        lines = exc.problem.strip().splitlines()
+        raise PolicyFormatError(path, [" ".join(lines[:2]) if lines else "does not parse"]) from exc
+    except RegoLimitError as exc:
+        raise PolicyFormatError(path, [f"evaluating the policy {exc.reason}"]) from exc
+    except RegoUnavailableError as exc:
+        raise PolicyError(str(exc)) from exc
+    for value in values:
+        if value.error is not None:
+            name = value.ref.rsplit(".", 1)[-1]
+            raise PolicyFormatError(path, [f"evaluating {name}: {value.error[:500]}"])
+    return {value.ref: value for value in values}
 
 
-def _query(interpreter: Any, path: str, name: str) -> Any:
-    """``data.immutrail.policy.<name>``, or None when the policy leaves it undefined."""
-    with stdout_captured():
-        output = interpreter.query(f"x := data.{REGO_PACKAGE}.{name}")
-    if not output.ok():
-        raise PolicyFormatError(path, [f"evaluating {name}: {str(output).strip()[:500]}"])
-    # Read the binding from the results: Output.binding() of an undefined value aborts the process.
-    results = output.results
-    return results[0].bindings.get("x") if results else None
+def _denials(path: str, value: Value) -> list[str]:
+    """The gate's shape check of ``deny``: a set (or array) of messages."""
+    if not value.defined:
+        raise PolicyFormatError(path, [_NO_DENY])
+    denials = value.value
+    if not isinstance(denials, list) or not all(isinstance(d, str) for d in denials):
+        raise PolicyFormatError(
+            path, ["deny must be a set of strings: write `deny contains msg if {…}`"]
+        )
+    return denials
+
+
+def _break_glass(path: str, value: Value) -> tuple[str, ...]:
+    if not value.defined:
+        return ()
+    if isinstance(value.value, list) and all(isinstance(v, str) for v in value.value):
+        return tuple(value.value)
+    raise PolicyFormatError(path, ["break_glass must be a list of principal ids"])
 
 
 def evaluate_rego(source: str, path: str, evidence: Evidence) -> list[Check]:
     """Run a Rego policy; each ``deny`` message is a failed check, none means one passed check."""
-    interpreter = _interpreter(source, path)
-    interpreter.set_input_term(json.dumps(evidence.to_json()))
-    denials = _query(interpreter, path, "deny")
-    if denials is None:
-        raise PolicyFormatError(
-            path, [f"define `deny contains msg if {{…}}` in package {REGO_PACKAGE}"]
-        )
-    if not isinstance(denials, list) or not all(isinstance(d, str) for d in denials):
-        raise PolicyFormatError(path, ["deny must be a set of strings"])
+    values = _values(source, path, [_DENY], evidence.to_json())
+    denials = _denials(path, values[_DENY])
     if not denials:
         return [Check("rego", True, f"{path}: no denial")]
     return [Check("rego", False, message) for message in sorted(denials)]
 
 
-def check_rego(source: str, path: str) -> None:
-    """Refuse a module that does not parse or defines no ``deny`` set (at ``policy set`` time)."""
-    interpreter = _interpreter(source, path)
-    interpreter.set_input_term("{}")
-    if _query(interpreter, path, "deny") is None:
-        raise PolicyFormatError(
-            path, [f"define `deny contains msg if {{…}}` in package {REGO_PACKAGE}"]
-        )
-    rego_break_glass(source, path)
+def check_rego(source: str, path: str, environment: str = "check") -> None:
+    """Refuse a policy the gate could not use (at ``policy set`` time, before anything is kept).
+
+    The gate's own checks, over the evidence of an image nothing is known about (the document
+    every policy must cope with): it parses, ``deny`` is a set of messages, ``break_glass`` a
+    list of principals, and nothing fails or exceeds the limits on the way.
+    """
+    evidence = Evidence(_EMPTY_DIGEST, environment, datetime.now(UTC))
+    values = _values(source, path, [_DENY, _BREAK_GLASS], evidence.to_json())
+    _denials(path, values[_DENY])
+    _break_glass(path, values[_BREAK_GLASS])
 
 
 def rego_break_glass(source: str, path: str) -> tuple[str, ...]:
     """``break_glass`` of a Rego policy (a list of principals), or () when it defines none."""
-    value = _query(_interpreter(source, path), path, "break_glass")
-    if value is None:
-        return ()
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise PolicyFormatError(path, ["break_glass must be a list of principal ids"])
+    return _break_glass(path, _values(source, path, [_BREAK_GLASS], None)[_BREAK_GLASS])

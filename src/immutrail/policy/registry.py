@@ -70,7 +70,7 @@ def load_policy_file(path: Path, environment: str) -> tuple[bytes, str, Policy |
     except UnicodeDecodeError as exc:
         raise PolicyInputError(f"{path} is not UTF-8") from exc
     if path.suffix == ".rego":
-        check_rego(text, str(path))
+        check_rego(text, str(path), environment)
         return data, "rego", None
     if path.suffix not in (".yaml", ".yml"):
         raise PolicyInputError(f"{path}: a policy is a .yaml/.yml file or a .rego module")
