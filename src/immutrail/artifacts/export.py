@@ -3,26 +3,29 @@
 The archive is also a ``docker save`` archive: Docker Engine 20.10 cannot ``docker load`` a pure
 OCI layout, so a Docker ``manifest.json`` naming the same config and layer blobs sits beside
 ``index.json``; OCI tools ignore it. Every blob is verified while it is copied, the archive is
-written to a temporary file and renamed into place only when complete, and it is deterministic
-(sorted entries, mtime 0, owner 0:0) so that exporting twice gives the same bytes.
+written to a temporary file and renamed into place only when complete (never over anything but
+a regular file, and over one only when asked: :func:`immutrail.files.check_output`), and it
+is deterministic (sorted entries, mtime 0, owner 0:0) so that exporting twice gives the same
+bytes.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tarfile
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from immutrail.files import OutputPathError, atomic_output, check_output
+
 from . import oci
 from .digests import hex_of
-from .errors import ArtifactInputError, BlobVerificationError, StoreError
+from .errors import ArtifactInputError, BlobVerificationError
 from .oci import Descriptor
 from .store import Store
 
@@ -57,12 +60,22 @@ def _add_dir(tar: tarfile.TarFile, name: str) -> None:
     tar.addfile(info)
 
 
+@contextmanager
+def _output_refused() -> Iterator[None]:
+    try:
+        yield
+    except OutputPathError as exc:
+        raise ArtifactInputError(exc.diagnostics()) from exc
+
+
 def export_image(store: Store, ref: str, dest: Path, *, overwrite: bool = False) -> ExportResult:
-    """Write ``ref`` (a digest or tag) and its referrers to ``dest`` as a tar archive."""
-    if dest.exists() and not overwrite:
-        raise ArtifactInputError(f"{dest} exists; pass --overwrite to replace it")
-    if not dest.parent.is_dir():
-        raise ArtifactInputError(f"the folder {dest.parent} does not exist")
+    """Write ``ref`` (a digest or tag) and its referrers to ``dest`` as a tar archive.
+
+    ``dest`` must be new, or a regular file and ``overwrite`` given (never a link, a folder, a
+    device or a FIFO): ArtifactInputError before anything is read, and nothing written.
+    """
+    with _output_refused():
+        check_output(dest, overwrite)
     record = store.resolve(ref)
     digest = record.digest
     manifest, image_blobs = store.image_blobs(digest)
@@ -93,35 +106,28 @@ def export_image(store: Store, ref: str, dest: Path, *, overwrite: bool = False)
             }
         )
 
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            with tarfile.open(fileobj=stream, mode="w", format=tarfile.GNU_FORMAT) as tar:
-                _add_dir(tar, "blobs")
-                _add_dir(tar, "blobs/sha256")
-                for blob_digest in sorted(blobs):
-                    descriptor = blobs[blob_digest]
-                    info = tarfile.TarInfo(f"blobs/sha256/{hex_of(blob_digest)}")
-                    info.size, info.mode, info.mtime = descriptor.size, 0o444, 0
-                    with store.open_blob(blob_digest, descriptor.size) as reader:
-                        try:
-                            tar.addfile(info, reader)
-                        except OSError as exc:
-                            raise BlobVerificationError(
-                                blob_digest,
-                                str(store.blob_path(blob_digest)),
-                                f"is shorter than its recorded size: {exc}",
-                            ) from exc
-                _add_bytes(tar, "index.json", oci.encode(index))
-                if docker:
-                    _add_bytes(tar, "manifest.json", json.dumps(docker).encode())
-                _add_bytes(tar, "oci-layout", oci.encode({"imageLayoutVersion": "1.0.0"}))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if not dest.is_file():
-        raise StoreError(f"{dest} was not written")
+    with (
+        _output_refused(),
+        atomic_output(dest, overwrite=overwrite) as stream,
+        tarfile.open(fileobj=stream, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        _add_dir(tar, "blobs")
+        _add_dir(tar, "blobs/sha256")
+        for blob_digest in sorted(blobs):
+            descriptor = blobs[blob_digest]
+            info = tarfile.TarInfo(f"blobs/sha256/{hex_of(blob_digest)}")
+            info.size, info.mode, info.mtime = descriptor.size, 0o444, 0
+            with store.open_blob(blob_digest, descriptor.size) as reader:
+                try:
+                    tar.addfile(info, reader)
+                except OSError as exc:
+                    raise BlobVerificationError(
+                        blob_digest,
+                        str(store.blob_path(blob_digest)),
+                        f"is shorter than its recorded size: {exc}",
+                    ) from exc
+        _add_bytes(tar, "index.json", oci.encode(index))
+        if docker:
+            _add_bytes(tar, "manifest.json", json.dumps(docker).encode())
+        _add_bytes(tar, "oci-layout", oci.encode({"imageLayoutVersion": "1.0.0"}))
     return ExportResult(dest, digest, len(blobs), len(referrers))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .digests import check_digest, sha256_digest
+from .digests import ALGORITHM, check_digest, sha256_digest
 from .errors import ArtifactInputError
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -43,11 +43,21 @@ _REF_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 MAX_TAG = 255
 
 
+_DIGEST_PREFIX = f"{ALGORITHM}:"
+
+
 def check_tag(tag: str) -> str:
     if len(tag) > MAX_TAG or not _REF_RE.fullmatch(tag):
         raise ArtifactInputError(
             f"tag {tag!r} is not a valid OCI reference name: letters and digits joined by "
             f"- . _ : @ + or /, at most {MAX_TAG} characters (for example myapp:1.4.2)"
+        )
+    # The store resolves every sha256:… reference as a digest: such a tag would name an image
+    # nothing can find by it, and pass for a digest in the ledger.
+    if tag[: len(_DIGEST_PREFIX)].lower() == _DIGEST_PREFIX:
+        raise ArtifactInputError(
+            f"tag {tag!r} reads as a digest: a tag must not start with {_DIGEST_PREFIX!r} "
+            "(for example myapp:1.4.2)"
         )
     return tag
 

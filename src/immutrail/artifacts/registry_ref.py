@@ -17,9 +17,11 @@ from .errors import ArtifactInputError
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _NAME_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 _HOST_RE = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])(?::(?P<port>[^/]*))?"
 )
+MAX_PORT = 65535
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 MAX_NAME = 255
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
@@ -29,6 +31,24 @@ EXAMPLE = "registry.example.org:5000/team/app:1.4.2 or …/team/app@sha256:<hex>
 
 def _bad(text: str, why: str) -> ArtifactInputError:
     return ArtifactInputError(f"registry reference {text!r} {why} (expected {EXAMPLE})")
+
+
+def _check_host(text: str, host: str) -> None:
+    """``host`` is a name or an address, with an optional port 1-65535."""
+    match = _HOST_RE.fullmatch(host)
+    if not match or not ("." in host or ":" in host or host == "localhost"):
+        raise _bad(text, f"does not start with a registry host (HOST[:PORT]), got {host!r}")
+    port = match["port"]
+    # ASCII digits only (int() reads other scripts' digits too), and at most five of them.
+    if port is not None and not (
+        port.isascii() and port.isdecimal() and len(port) <= 5 and 1 <= int(port) <= MAX_PORT
+    ):
+        raise _bad(text, f"has the port {port!r}: a port is a number from 1 to {MAX_PORT}")
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            raise _bad(text, f"has {match['ipv6']!r} in brackets, not an IPv6 address") from None
 
 
 @dataclass(frozen=True)
@@ -48,8 +68,7 @@ class Reference:
         host, slash, rest = text.partition("/")
         if not slash or not rest:
             raise _bad(text, "names no repository after the registry host")
-        if not _HOST_RE.fullmatch(host) or not ("." in host or ":" in host or host == "localhost"):
-            raise _bad(text, f"does not start with a registry host (HOST[:PORT]), got {host!r}")
+        _check_host(text, host)
         digest: str | None = None
         if "@" in rest:
             rest, digest = rest.split("@", 1)

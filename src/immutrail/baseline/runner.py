@@ -21,6 +21,7 @@ from immutrail.ledger.ledger import Ledger
 from . import rules
 from .attestation import BASELINE_PREDICATE, passes
 from .checks import CheckContext, run_checks
+from .errors import BaselineInputError
 from .image_input import ImageInput, load_image_input
 from .rego import MAX_EVIDENCE, RuleFile, evaluate_rules, load_rules
 from .secrets import scan_env, scan_layers
@@ -89,6 +90,32 @@ def _result(
     return out
 
 
+MAX_SETUID_PATH = 4096
+
+
+def setuid_allowlist(paths: Sequence[str]) -> frozenset[str]:
+    """The root-relative form of each ``--allow-setuid`` path, which names one file in the image.
+
+    BaselineInputError unless each is absolute and normal (``/usr/bin/passwd``): no ``.``,
+    ``..`` or empty components, not ``/`` itself. A relative or empty path would be recorded in
+    the attestation as an exemption that names nothing the reader can check.
+    """
+    allowed = []
+    for path in paths:
+        if (
+            not path.startswith("/")
+            or len(path) > MAX_SETUID_PATH
+            or "\x00" in path
+            or any(part in ("", ".", "..") for part in path[1:].split("/"))
+        ):
+            raise BaselineInputError(
+                f"--allow-setuid {path!r} is not an absolute path to a file in the image "
+                "(for example /usr/bin/passwd: no '.', '..' or empty parts)"
+            )
+        allowed.append(path[1:])
+    return frozenset(allowed)
+
+
 def evaluate(
     image: ImageInput,
     user_rules: Sequence[RuleFile] = (),
@@ -107,7 +134,7 @@ def evaluate(
         lambda done, _total: observer.advance(done),
     )
     secrets.extend(scan_env(image.settings.env))
-    allowed = frozenset(p.strip("/") for p in allow_setuid)
+    allowed = setuid_allowlist(allow_setuid)
     context = CheckContext(image, secrets, allowed)
     observer.phase("checking the baseline", None)
     results = [
@@ -153,6 +180,7 @@ def check_image(
     on_input: Callable[[ImageInput], None] | None = None,
 ) -> CheckResult:
     """Judge ``reference``, attach the signed statement, record ``baseline.checked``."""
+    setuid_allowlist(allow_setuid)  # bad input is refused before anything is read
     observer = observer or _Silent()
     user_rules = load_rules(rules_dir) if rules_dir is not None else []
     observer.phase("reading the image", None)

@@ -6,14 +6,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
+from rich.text import Text
 
 from immutrail.access.model import Action
 from immutrail.artifacts.builder import BuildResult
 from immutrail.artifacts.builder import build as build_image
 from immutrail.artifacts.export import export_image
 from immutrail.artifacts.imageconfig import BuiltLayer
+from immutrail.artifacts.oci import check_tag
 from immutrail.artifacts.store import STORE_DIR, Store
 
 from .common import (
@@ -71,18 +74,28 @@ def _layer_json(layer: BuiltLayer) -> dict[str, Any]:
 
 def _print_build(result: BuildResult) -> None:
     state = "dirty work tree" if result.dirty else "clean"
-    stdout.print(f"built {result.digest}")
-    stdout.print(f"  tag     {result.tag or '(none)'}")
-    stdout.print(f"  commit  {result.commit} ({state})")
-    stdout.print(f"  config  {result.config.digest}")
-    stdout.print(f"  ledger  entry {result.ledger_index}")
-    stdout.print(f"  sbom    {result.sbom} (CycloneDX 1.6)")
-    stdout.print(f"  slsa    {result.provenance} (signed SLSA provenance v1)")
+    lines = [
+        f"built {result.digest}",
+        f"  tag     {result.tag or '(none)'}",
+        f"  commit  {result.commit} ({state})",
+        f"  config  {result.config.digest}",
+        f"  ledger  entry {result.ledger_index}",
+        f"  sbom    {result.sbom} (CycloneDX 1.6)",
+        f"  slsa    {result.provenance} (signed SLSA provenance v1)",
+    ]
     for layer in result.built:
-        stdout.print(
-            f"  layer   {layer.descriptor.digest}  {layer.descriptor.size:>10} B  ", end=""
+        lines.append(
+            f"  layer   {layer.descriptor.digest}  {layer.descriptor.size:>10} B  "
+            f"{layer.created_by}"
         )
-        stdout.print(layer.created_by, markup=False)
+    for line in lines:
+        stdout.print(line, markup=False)
+
+
+def _check_tag(tag: str | None) -> None:
+    """Refuse a bad --tag before anything else happens (the access check, the store)."""
+    if tag is not None:
+        check_tag(tag)
 
 
 def build(
@@ -113,6 +126,7 @@ def build(
     """
     caller = Caller(as_, token, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
+        _check_tag(tag)
         who = check_access(home, db, Action.ARTIFACT_BUILD, caller=caller)
     with errors_to_exit_codes(), progress("building", None) as bar:
         result = build_image(
@@ -186,12 +200,12 @@ def list_images(
         emit_json({"images": rows})
         return
     table = Table("digest", "tags", "created", "revision")
-    for row in rows:
+    for row in rows:  # manifest annotations are the image maker's text: never markup
         table.add_row(
-            row["digest"],
-            ", ".join(row["tags"]),
-            row["created"] or "",
-            (row["revision"] or "")[:12],
+            Text(row["digest"]),
+            Text(", ".join(row["tags"])),
+            Text(str(row["created"] or "")),
+            Text(str(row["revision"] or "")[:12]),
         )
     stdout.print(table)
 
@@ -250,16 +264,15 @@ def show(
     if fmt is Format.json:
         emit_json(data)
         return
-    stdout.print(f"image   {record.digest}")
-    stdout.print(f"tags    {', '.join(record.tags) or '(none)'}")
-    for key, value in sorted(data["annotations"].items()):
-        stdout.print(f"  {key} = {value}", markup=False)
-    stdout.print(f"config  {blobs[0].digest} ({config.get('os')}/{config.get('architecture')})")
-    for layer in blobs[1:]:
-        stdout.print(f"layer   {layer.digest}  {layer.size:>10} B")
-    for referrer in referrers:
-        stdout.print(f"attached {referrer.artifact_type}  {referrer.digest}", markup=False)
-    stdout.print(f"verified {data['verified']}")
+    # Annotations, os and architecture are the image maker's text: printed, never parsed.
+    lines = [f"image   {record.digest}", f"tags    {', '.join(record.tags) or '(none)'}"]
+    lines += [f"  {key} = {value}" for key, value in sorted(data["annotations"].items())]
+    lines.append(f"config  {blobs[0].digest} ({config.get('os')}/{config.get('architecture')})")
+    lines += [f"layer   {layer.digest}  {layer.size:>10} B" for layer in blobs[1:]]
+    lines += [f"attached {r.artifact_type}  {r.digest}" for r in referrers]
+    lines.append(f"verified {data['verified']}")
+    for line in lines:
+        stdout.print(line, markup=False)
 
 
 @app.command()
@@ -294,11 +307,16 @@ def sbom(
         emit_json({"digest": record.digest, "sbom_manifest": attached[-1].digest, "sbom": document})
         return
     table = Table("package", "version", "purl")
-    for component in document.get("components", []):
+    for component in document.get("components", []):  # names come from the image: never markup
         table.add_row(
-            str(component.get("name")), str(component.get("version")), str(component.get("purl"))
+            Text(str(component.get("name"))),
+            Text(str(component.get("version"))),
+            Text(str(component.get("purl"))),
         )
-    stdout.print(f"SBOM of {record.digest} ({attached[-1].digest}), {document.get('specVersion')}")
+    stdout.print(
+        f"SBOM of {record.digest} ({attached[-1].digest}), {document.get('specVersion')}",
+        markup=False,
+    )
     stdout.print(table)
 
 
@@ -357,18 +375,23 @@ def provenance(
         )
     else:
         for attestation, summary in summaries:
-            stdout.print(
-                f"provenance {attestation.manifest} [green]verified[/]\n"
+            details = (
                 f"  signed by  {attestation.signer.principal} "
                 f"(builder key {attestation.signer.keyid[:16]}…)\n"
                 f"  builder    {summary.builder_id}\n  source     {summary.source_uri}\n"
                 f"  commit     {summary.source_commit}\n"
                 f"  built      {summary.started_on} .. {summary.finished_on}\n"
-                f"  inputs     {len(summary.dependencies)} resolved dependencies",
+                f"  inputs     {len(summary.dependencies)} resolved dependencies"
+            )
+            stdout.print(
+                f"provenance {escape(attestation.manifest)} [green]verified[/]", markup=True
+            )
+            stdout.print(details, markup=False)
+        for item in rejected:
+            stdout.print(
+                f"[red]rejected[/] {escape(item['attestation'])}: {escape(item['reason'])}",
                 markup=True,
             )
-        for item in rejected:
-            stdout.print(f"[red]rejected[/] {item['attestation']}: {item['reason']}", markup=True)
     if not summaries:
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
 
@@ -406,7 +429,9 @@ def export(
             }
         )
     else:
-        stdout.print(f"exported {result.digest} to {result.path} ({result.blobs} blobs)")
+        stdout.print(
+            f"exported {result.digest} to {result.path} ({result.blobs} blobs)", markup=False
+        )
 
 
 # -- push and pull (imports kept local: this section is appended independently of the rest) ----
@@ -465,9 +490,11 @@ def push(
     """
     from immutrail.artifacts.registry import Credentials
     from immutrail.artifacts.registry import push as push_image
+    from immutrail.artifacts.registry_ref import Reference
 
     caller = Caller(as_, token, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
+        Reference.parse(target)  # a bad reference is refused before the ledger is opened
         credentials = Credentials.from_env()
         with (
             authorized(home, db, Action.ARTIFACT_PUSH, caller=caller) as (ledger, who),
@@ -499,15 +526,16 @@ def push(
             }
         )
         return
-    stdout.print(f"pushed {result.digest}")
-    stdout.print(f"  to        {result.reference}", markup=False)
-    stdout.print(
-        f"  blobs     {result.blobs_uploaded} sent ({result.bytes_uploaded} B), "
-        f"{result.blobs_present} already there"
-    )
     method = f" via {result.referrers_method}" if result.referrers_method else ""
-    stdout.print(f"  referrers {len(result.referrers)}{method}")
-    stdout.print(f"  ledger    entry {result.ledger_index}")
+    for line in (
+        f"pushed {result.digest}",
+        f"  to        {result.reference}",
+        f"  blobs     {result.blobs_uploaded} sent ({result.bytes_uploaded} B), "
+        f"{result.blobs_present} already there",
+        f"  referrers {len(result.referrers)}{method}",
+        f"  ledger    entry {result.ledger_index}",
+    ):
+        stdout.print(line, markup=False)
 
 
 @app.command()
@@ -538,9 +566,13 @@ def pull(
     """
     from immutrail.artifacts.registry import Credentials
     from immutrail.artifacts.registry import pull as pull_image
+    from immutrail.artifacts.registry_ref import Reference
 
     caller = Caller(as_, token, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
+        # Refused before the ledger is opened and the store created.
+        Reference.parse(source)
+        _check_tag(tag)
         credentials = Credentials.from_env()
         with authorized(home, db, Action.ARTIFACT_PULL, caller=caller) as (ledger, who):
             store = Store.for_home(home, create=True)
@@ -572,16 +604,17 @@ def pull(
             }
         )
         return
-    stdout.print(f"pulled {result.digest}")
-    stdout.print(f"  from      {result.reference}", markup=False)
-    stdout.print(f"  tag       {result.tag or '(none)'}")
-    stdout.print(
-        f"  blobs     {result.blobs_fetched} fetched ({result.bytes_fetched} B), "
-        f"{result.blobs_present} already here"
-    )
     method = f" via {result.referrers_method}" if result.referrers_method else ""
-    stdout.print(f"  referrers {len(result.referrers)}{method}")
-    stdout.print(f"  ledger    entry {result.ledger_index}")
+    for line in (
+        f"pulled {result.digest}",
+        f"  from      {result.reference}",
+        f"  tag       {result.tag or '(none)'}",
+        f"  blobs     {result.blobs_fetched} fetched ({result.bytes_fetched} B), "
+        f"{result.blobs_present} already here",
+        f"  referrers {len(result.referrers)}{method}",
+        f"  ledger    entry {result.ledger_index}",
+    ):
+        stdout.print(line, markup=False)
 
 
 # -- import and rebuild-verify (imports kept local: this section is appended independently) -----
@@ -640,6 +673,7 @@ def import_(
 
     caller = Caller(as_, token, key_file, passphrase_file, actor)
     with errors_to_exit_codes():
+        _check_tag(tag)
         who = check_access(home, db, Action.ARTIFACT_IMPORT, caller=caller)
         result = import_image(
             path,
@@ -673,24 +707,21 @@ def import_(
             }
         )
         return
-    stdout.print(f"imported {result.digest} ({result.source_kind})")
-    stdout.print(f"  tag         {result.tag or '(none)'}")
-    for manifest in result.manifests:
-        if manifest != result.digest:
-            stdout.print(f"  manifest    {manifest}")
-    stdout.print(f"  blobs       {result.blobs} ({result.size} B)")
-    for attached in result.attachments:
-        stdout.print(f"  attached    {attached.artifact_type}  {attached.digest}", markup=False)
+    lines = [f"imported {result.digest} ({result.source_kind})"]
+    lines.append(f"  tag         {result.tag or '(none)'}")
+    lines += [f"  manifest    {m}" for m in result.manifests if m != result.digest]
+    lines.append(f"  blobs       {result.blobs} ({result.size} B)")
+    lines += [f"  attached    {a.artifact_type}  {a.digest}" for a in result.attachments]
     for item in result.attestations:
         state = item.verification if item.verified else item.verification.upper()
-        stdout.print(
+        lines.append(
             f"  attestation {Path(item.parsed.source).name}: {item.parsed.predicate_type} "
-            f"about {item.subject.digest}: {state}",
-            markup=False,
+            f"about {item.subject.digest}: {state}"
         )
-    for warning in result.warnings:
-        stdout.print(f"  warning     {warning.message()}", markup=False)
-    stdout.print(f"  ledger      entry {result.ledger_index}")
+    lines += [f"  warning     {warning.message()}" for warning in result.warnings]
+    lines.append(f"  ledger      entry {result.ledger_index}")
+    for line in lines:
+        stdout.print(line, markup=False)
 
 
 def rebuild_verify(
@@ -742,14 +773,17 @@ def rebuild_verify(
         )
     else:
         verdict = "reproducible" if result.reproducible else "NOT reproducible"
-        stdout.print(f"{verdict}: {result.digest}")
-        stdout.print(f"  rebuilt     {result.rebuilt_digest}")
-        stdout.print(f"  commit      {result.commit} ({result.definition})", markup=False)
-        stdout.print(f"  source      {result.source}", markup=False)
+        lines = [
+            f"{verdict}: {result.digest}",
+            f"  rebuilt     {result.rebuilt_digest}",
+            f"  commit      {result.commit} ({result.definition})",
+            f"  source      {result.source}",
+        ]
         if result.dirty:
-            stdout.print("  note        built from a dirty work tree: the commit lacks its inputs")
-        for difference in result.differences:
-            stdout.print(f"  differs     {difference.detail}", markup=False)
-        stdout.print(f"  ledger      entry {result.ledger_index}")
+            lines.append("  note        built from a dirty work tree: the commit lacks its inputs")
+        lines += [f"  differs     {difference.detail}" for difference in result.differences]
+        lines.append(f"  ledger      entry {result.ledger_index}")
+        for line in lines:
+            stdout.print(line, markup=False)
     if not result.reproducible:
         raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))

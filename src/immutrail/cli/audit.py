@@ -5,9 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import stat
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
@@ -44,6 +41,7 @@ from immutrail.audit.report import (
 )
 from immutrail.audit.report.window import check_span
 from immutrail.audit.verify import TRUST_TOFU, BundleReport, read_bundle_file, verify_bundle
+from immutrail.files import OutputPathError, atomic_output, check_output
 from immutrail.ledger.event import time_us
 from immutrail.ledger.proofs import b64
 
@@ -198,51 +196,26 @@ def _evidence_query(
     return changes_query(env, since, until)
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    """AuditInputError unless ``path`` is absent, or a regular file and ``overwrite`` is given.
-
-    Never follows a symbolic link: a link, a folder, a device or a FIFO is refused whatever
-    ``overwrite`` says, since the rename that writes the file would replace it.
-    """
+@contextlib.contextmanager
+def _output_refused() -> Iterator[None]:
+    """An output path that may not be written is bad input to audit (exit 2, nothing written)."""
     try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise AuditInputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    if stat.S_ISLNK(mode):
-        raise AuditInputError(
-            f"{path} is a symbolic link; name a regular file (a link is never replaced)"
-        )
-    if stat.S_ISDIR(mode):
-        raise AuditInputError(f"{path} is a folder; name a file to write")
-    if not stat.S_ISREG(mode):
-        raise AuditInputError(
-            f"{path} is not a regular file (a device, a FIFO or a socket); nothing is written"
-        )
-    if not overwrite:
-        raise AuditInputError(f"{path} exists; add --overwrite to replace it")
+        yield
+    except OutputPathError as exc:
+        raise AuditInputError(exc.diagnostics()) from exc
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    """AuditInputError unless ``path`` is new, or a regular file and ``overwrite`` is given."""
+    with _output_refused():
+        check_output(path, overwrite)
 
 
 def _write_new(path: Path, data: bytes, overwrite: bool) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename); never clobber unasked,
-    and never replace anything but a regular file."""
-    _check_output(path, overwrite)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise AuditInputError(f"{folder} is not a folder")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        _check_output(path, overwrite)  # again: it may have appeared while the data was built
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically; never clobber unasked, never replace anything but
+    a regular file (checked again before the rename: it may have appeared meanwhile)."""
+    with _output_refused(), atomic_output(path, overwrite=overwrite) as stream:
+        stream.write(data)
 
 
 @audit_app.command("evidence")
@@ -312,7 +285,8 @@ def evidence_command(
             f"proofs, {built.attestations} attestations, {built.report.keys} keys\n"
             f"  {query.describe()}, as of checkpoint {built.checkpoint_size}{signed}, "
             f"consistent with {built.latest_size}; built and verified in {seconds:.2f} s\n"
-            f"  verify offline: immutrail audit verify {output} --vkey '{ledger.vkey}'"
+            f"  verify offline: immutrail audit verify {output} --vkey '{ledger.vkey}'",
+            markup=False,
         )
 
 
@@ -534,8 +508,8 @@ def _print_answer(answer: Answer, fmt: Format) -> None:
 def _print_at(data: Mapping[str, Any]) -> None:
     instances = data["instances"]
     stdout.print(
-        f"[bold]{data['environment']}[/] at {data['at']}: {len(instances)} instance(s) running "
-        f"(ledger size {data['as_of_size']})",
+        f"[bold]{escape(data['environment'])}[/] at {escape(data['at'])}: "
+        f"{len(instances)} instance(s) running (ledger size {data['as_of_size']})",
         markup=True,
     )
     if not instances:
@@ -544,12 +518,12 @@ def _print_at(data: Mapping[str, Any]) -> None:
     for row in instances:
         deployment = row["deployment"] or {}
         ended = row["ended"][0] if row["ended"] else None
-        table.add_row(
+        table.add_row(  # every cell comes from the ledger: plain text, never markup
             Text(row["instance"]),
-            _short(row["digest"]),
+            Text(_short(row["digest"])),
             Text(str(deployment.get("actor", "-"))),
-            str(row["created"]["time"]),
-            f"{ended['time']} ({ended['type'].split('.')[-1]})" if ended else "running",
+            Text(str(row["created"]["time"])),
+            Text(f"{ended['time']} ({ended['type'].split('.')[-1]})" if ended else "running"),
             str(sum(len(d["findings"]) for d in row["drift"])),
         )
     stdout.print(table)
@@ -657,8 +631,8 @@ def _print_trace(data: Mapping[str, Any]) -> None:
     for item in data["timeline"]:
         table.add_row(
             str(item["index"]),
-            item["time"],
-            item["type"],
+            Text(item["time"]),
+            Text(item["type"]),
             Text(item["actor"]),
             Text(item["subject"]),
         )
@@ -669,23 +643,19 @@ def _print_changes(data: Mapping[str, Any]) -> None:
     rows: Sequence[Mapping[str, Any]] = data["changes"]
     counts = ", ".join(f"{k} {n}" for k, n in data["counts"].items()) or "none"
     stdout.print(
-        f"[bold]{data['environment']}[/] from {data['from']} to {data['to']}: "
-        f"{len(rows)} change(s) ({counts})",
+        f"[bold]{escape(data['environment'])}[/] from {escape(data['from'])} to "
+        f"{escape(data['to'])}: {len(rows)} change(s) ({escape(counts)})",
         markup=True,
     )
     table = Table("index", "time", "category", "type", "actor", "subject", box=None)
     for row in rows:
         category = row["category"]
-        shown = (
-            f"[bold red]{category}[/]"
-            if category in ("override", "promotion-refused", "deployment-failed", "refused")
-            else category
-        )
+        alarming = category in ("override", "promotion-refused", "deployment-failed", "refused")
         table.add_row(
             str(row["index"]),
-            row["time"],
-            shown,
-            row["type"],
+            Text(row["time"]),
+            Text(category, style="bold red" if alarming else ""),
+            Text(row["type"]),
             Text(row["actor"]),
             Text(row["subject"]),
         )

@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 from rich.table import Table
+from rich.text import Text
 
 from immutrail.access.model import Action
 from immutrail.artifacts.store import Store
 from immutrail.baseline.rules import DEFAULT_FAIL_ON, Severity
-from immutrail.baseline.runner import check_image
+from immutrail.baseline.runner import check_image, setuid_allowlist
 
 from .common import (
     DEFAULT_HOME,
@@ -63,7 +65,7 @@ def _evidence_text(item: dict[str, Any]) -> str:
 
 
 def _print(predicate: dict[str, Any], digest: str, attestation: str, index: int) -> None:
-    table = Table(title=f"baseline of {digest}", show_lines=False)
+    table = Table(title=f"baseline of {escape(digest)}", show_lines=False)
     for column in ("rule", "severity", "status", "title", "evidence"):
         table.add_column(column, overflow="fold")
     for result in predicate["results"]:
@@ -73,12 +75,18 @@ def _print(predicate: dict[str, Any], digest: str, attestation: str, index: int)
         if more > 0:
             shown.append(f"… and {more} more")
         status = "[green]pass[/]" if result["status"] == "pass" else "[red]FAIL[/]"
-        table.add_row(result["id"], result["severity"], status, result["title"], "\n".join(shown))
+        # Rule ids and titles (user rules) and evidence (the image's files) are plain text.
+        table.add_row(
+            Text(str(result["id"])),
+            Text(str(result["severity"])),
+            status,
+            Text(str(result["title"])),
+            Text("\n".join(shown)),
+        )
     stdout.print(table)
     verdict = "[green]passed[/]" if predicate["passed"] else "[bold red]FAILED[/]"
-    stdout.print(f"{verdict} (fails on {predicate['fail_on']} and above)")
-    stdout.print(f"  attestation {attestation}")
-    stdout.print(f"  ledger      entry {index}")
+    stdout.print(f"{verdict} (fails on {escape(str(predicate['fail_on']))} and above)", markup=True)
+    stdout.print(f"  attestation {attestation}\n  ledger      entry {index}", markup=False)
 
 
 def check(
@@ -102,8 +110,8 @@ def check(
         list[str] | None,
         typer.Option(
             "--allow-setuid",
-            help="A setuid/setgid file the image is expected to have (repeatable; recorded "
-            "in the attestation).",
+            help="A setuid/setgid file the image is expected to have, as an absolute path "
+            "such as /usr/bin/passwd (repeatable; recorded in the attestation).",
             show_default=False,
         ),
     ] = None,
@@ -127,6 +135,8 @@ def check(
     written); 3 operational error (store or ledger damaged or not initialized).
     """
     caller = Caller(as_, token, key_file, passphrase_file, actor)
+    with errors_to_exit_codes():
+        setuid_allowlist(allow_setuid or ())  # refused before the ledger is opened
     with (
         errors_to_exit_codes(),
         authorized(home, db, Action.BASELINE_CHECK, caller=caller) as (ledger, who),

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from immutrail.access.actor import Actor
 from immutrail.access.errors import AccessInputError
@@ -162,7 +163,7 @@ def append(
         if fmt is Format.json:
             emit_json(rows[0] if batch is None else {"appended": rows})
         elif batch is None:
-            stdout.print(f"appended entry {rows[0]['index']}  id {rows[0]['id']}")
+            stdout.print(f"appended entry {rows[0]['index']}  id {rows[0]['id']}", markup=False)
         else:
             stdout.print(f"appended {len(rows)} entries, {rows[0]['index']}..{rows[-1]['index']}")
 
@@ -271,7 +272,7 @@ def vkey(
         if fmt is Format.json:
             emit_json({"origin": ledger.origin, "vkey": ledger.vkey})
         else:
-            stdout.print(ledger.vkey)
+            stdout.print(ledger.vkey, markup=False)
 
 
 @app.command()
@@ -298,7 +299,7 @@ def entry(
             if fmt is Format.json:
                 emit_json({"index": row.index, "entry": encoded, "leaf_hash": b64(row.leaf_hash)})
             else:
-                stdout.print(encoded)
+                stdout.print(encoded, markup=False)
             return
         event = parse_entry(row.data)
         if fmt is Format.json:
@@ -306,7 +307,7 @@ def entry(
                 {"index": row.index, "leaf_hash": b64(row.leaf_hash), "event": event.to_dict()}
             )
         else:
-            stdout.print(f"entry {row.index}  leaf {b64(row.leaf_hash)}")
+            stdout.print(f"entry {row.index}  leaf {b64(row.leaf_hash)}", markup=False)
             sys.stdout.write(json.dumps(event.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
@@ -350,7 +351,14 @@ def list_entries(
             table = Table("index", "time", "type", "actor", "subject", box=None)
             for row in rows:
                 event = parse_entry(row.data)
-                table.add_row(str(row.index), event.time, event.type, event.actor, event.subject)
+                # Types, actors and subjects are whatever was appended: plain text, never markup.
+                table.add_row(
+                    str(row.index),
+                    Text(event.time),
+                    Text(event.type),
+                    Text(event.actor),
+                    Text(event.subject),
+                )
             stdout.print(table)
 
 
@@ -503,7 +511,7 @@ def verify(
             )
         else:
             stdout.print(f"[red]FAILED[/]: {len(report.problems)} problem(s)", markup=True)
-            for p in report.problems:
-                stdout.print(f"  {p.where}: {p.message}")
+            for p in report.problems:  # a message may quote stored bytes
+                stdout.print(f"  {p.where}: {p.message}", markup=False)
         if not report.ok:
             raise typer.Exit(int(ExitCode.VERIFICATION_FAILED))
