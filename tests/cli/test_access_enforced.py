@@ -121,6 +121,14 @@ def test_signing_is_always_the_callers_own(world: World) -> None:
         world.home, ["sign", world.digest], credentials=["--token", world.tokens["p-builder"]]
     )
     assert token.code == 2 and "a token cannot sign" in token.stderr, token
+    for nothing in ("", "key:", "  "):  # a prefix of every key id used to match any key
+        named = invoke(
+            world.home,
+            ["sign", world.digest],
+            ["--key", nothing],
+            credentials=["--as", "p-builder"],
+        )
+        assert named.code == 2 and "is not a key id" in named.stderr, named
     assert size(world.home) == start
 
     signed = invoke(world.home, ["sign", world.digest], credentials=["--as", "p-builder"])

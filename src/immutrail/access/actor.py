@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from immutrail.keys.keystore import Generated, SigningKey, generate_key
+from immutrail.keys.keystore import Generated, SigningKey, generate_key, keyid_prefix
 from immutrail.keys.passphrase import PassphraseSource
 from immutrail.ledger.event import Event, sign_event
 from immutrail.ledger.ledger import Appended, Ledger
@@ -110,8 +110,7 @@ class Actor:
                 hint=f"Authenticate with a key: --as {identity.principal} (its key in the key "
                 "store, or --key-file).",
             )
-        wanted = None if key is None else key.strip().lower().removeprefix("key:")
-        if wanted is not None and not identity.signing_key.keyid.startswith(wanted):
+        if key is not None and not identity.signing_key.keyid.startswith(keyid_prefix(key)):
             raise AccessInputError(
                 f"you authenticated with key {identity.signing_key.keyid[:16]}…, not {key}",
                 hint="Give the key you sign with as --key-file PATH: it is also the key you "

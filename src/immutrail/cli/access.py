@@ -317,6 +317,7 @@ def _bootstrap(
     creds: Caller,
     no_passphrase: bool,
     algorithm: Algorithm | None,
+    secret: bytes | None = None,
 ) -> dict[str, Any]:
     if creds.token:
         raise AuthenticationError(INVALID_TOKEN)
@@ -329,13 +330,8 @@ def _bootstrap(
         )
     if no_passphrase and creds.passphrase_file is not None:
         raise AccessInputError("give either --no-passphrase or --passphrase-file, not both")
-    secret = (
-        None
-        if no_passphrase
-        else passphrase_source(creds.passphrase_file).get(
-            f"the new key of {new.name}", confirm=True
-        )
-    )
+    if secret is None and not no_passphrase:
+        secret = new_key_passphrase(new.name, creds.passphrase_file)
     kind = (algorithm or Algorithm.ed25519).value
     made = bootstrap(home, ledger, new, passphrase=secret, algorithm=kind, state=state)
     return {
@@ -351,6 +347,11 @@ def _bootstrap(
     }
 
 
+def new_key_passphrase(name: str, passphrase_file: Path | None) -> bytes:
+    """The passphrase that encrypts ``name``'s new key: file, environment, or a prompt."""
+    return passphrase_source(passphrase_file).get(f"the new key of {name}", confirm=True)
+
+
 def bootstrap_admin(
     home: Path,
     ledger: Ledger,
@@ -359,10 +360,12 @@ def bootstrap_admin(
     email: str | None,
     no_passphrase: bool,
     passphrase_file: Path | None,
+    secret: bytes | None = None,
 ) -> dict[str, Any]:
     """`immutrail init --admin NAME`: the bootstrap at creation, so that a ledger never runs in
     setup mode. On a ledger NAME already bootstrapped: what exists (``"bootstrap": "existing"``);
-    on one bootstrapped by someone else: AccessInputError, nothing written."""
+    on one bootstrapped by someone else: AccessInputError, nothing written. ``secret``: the new
+    key's passphrase when the caller already has it (else it is asked for when needed)."""
     new = NewPrincipal.check(name, "person", None, email)
     state = replayed(ledger)
     first = state.principal(new.name)
@@ -383,6 +386,7 @@ def bootstrap_admin(
         Caller(passphrase_file=passphrase_file),
         no_passphrase,
         None,
+        secret,
     )
 
 

@@ -61,6 +61,7 @@ from .common import (
     authorized,
     emit_json,
     errors_to_exit_codes,
+    named_path,
     stdout,
 )
 
@@ -419,8 +420,9 @@ def verify_command(
     witness: Annotated[
         list[Path] | None,
         typer.Option(
+            parser=named_path,
             help="A witness folder (or checkpoint file) that must hold the bundle's "
-            "checkpoint; its vkey file is trusted when --vkey is not given (repeatable)."
+            "checkpoint; its vkey file is trusted when --vkey is not given (repeatable).",
         ),
     ] = None,
     fmt: FormatOption = Format.text,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,13 +53,16 @@ class ExitCode(IntEnum):
     INTERNAL = 4
     """An error no command anticipated: a bug. Python's own exit code for it would be 1, which
     a script would read as "verification failed"."""
+    INTERRUPTED = 130
+    """Ctrl-C (SIGINT), by the shell's convention 128 + 2; never 1, which means a failed check."""
 
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 verification failed, refused, or a deployment failed and was undone; "
     "2 usage or input error (nothing was written); "
     "3 operational error (storage unreachable or damaged, home not initialized, "
-    "an unexpected I/O failure); 4 internal error (a bug: the traceback is printed)."
+    "an unexpected I/O failure); 4 internal error (a bug: the traceback is printed); "
+    "130 interrupted (Ctrl-C)."
 )
 
 
@@ -67,10 +71,19 @@ class Format(StrEnum):
     json = "json"
 
 
+def named_path(value: str | Path) -> Path:
+    """The parser of every path option: ``''`` is refused, where ``Path('')`` would quietly mean
+    the current folder (``--home ''`` would initialize it, ``--witness ''`` would read it)."""
+    if value == "":
+        raise typer.BadParameter("an empty path names nothing; give a path (. for this folder)")
+    return Path(value)
+
+
 HomeOption = Annotated[
     Path,
     typer.Option(
         "--home",
+        parser=named_path,
         envvar="IMMUTRAIL_HOME",
         help="immutrail's home folder (keys, config, the SQLite ledger).",
         show_default=True,
@@ -117,6 +130,7 @@ KeyFileOption = Annotated[
     Path | None,
     typer.Option(
         "--key-file",
+        parser=named_path,
         metavar="PATH",
         help="The --as principal's private key kept outside the key store (it also signs, where "
         "the command signs); its public key must be announced in the ledger.",
@@ -127,6 +141,7 @@ PassphraseFileOption = Annotated[
     Path | None,
     typer.Option(
         "--passphrase-file",
+        parser=named_path,
         metavar="FILE",
         help=f"Read the key's passphrase from FILE (one trailing newline is dropped) "
         f"[default: ${PASSPHRASE_ENV}, else a prompt when run in a terminal].",
@@ -250,17 +265,32 @@ def check_access(
 
 DEFAULT_HOME = Path(".immutrail")
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False)
+# emoji=False: a package named ":smile:" prints as written, markup or not.
+stdout = Console(highlight=False, soft_wrap=True, emoji=False)
+# soft_wrap: an error message stays one line for the scripts and logs that read it.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def emit_json(data: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=None) + "\n")
 
 
+# An error quotes user input, which can be anything: a 100 KB value, or bytes a terminal obeys.
+MAX_ERROR_CHARS = 4096
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (escape sequences above all) shown as ``\\xNN``, and
+    cut at :data:`MAX_ERROR_CHARS`; line breaks and tabs stay."""
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]}… ({len(text) - MAX_ERROR_CHARS} more characters)"
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def print_error(message: str) -> None:
     # The message is plain text and often quotes user input: "[/x]" must print, not parse.
-    stderr.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    stderr.print(f"[bold red]error:[/] {escape(printable(message))}", markup=True, highlight=False)
 
 
 def fail(message: str, code: ExitCode = ExitCode.USAGE) -> NoReturn:

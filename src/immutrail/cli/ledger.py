@@ -41,6 +41,7 @@ from .common import (
     emit_json,
     errors_to_exit_codes,
     load_json_object,
+    named_path,
     progress,
     stdout,
 )
@@ -226,7 +227,10 @@ def checkpoint(
     fmt: FormatOption = Format.text,
     publish: Annotated[
         Path | None,
-        typer.Option(help="Also add the checkpoint to this witness folder (or git work tree)."),
+        typer.Option(
+            parser=named_path,
+            help="Also add the checkpoint to this witness folder (or git work tree).",
+        ),
     ] = None,
     as_: AsOption = None,
     token: TokenOption = None,
@@ -438,7 +442,8 @@ def verify(
     witness: Annotated[
         list[Path] | None,
         typer.Option(
-            help="A witness folder or checkpoint file the ledger must still extend (repeatable)."
+            parser=named_path,
+            help="A witness folder or checkpoint file the ledger must still extend (repeatable).",
         ),
     ] = None,
     workers: Annotated[

@@ -14,7 +14,7 @@ import typer
 from immutrail import __version__
 from immutrail.access.manage import NewPrincipal
 from immutrail.ledger.errors import LedgerInputError
-from immutrail.ledger.home import init_ledger
+from immutrail.ledger.home import CONFIG_FILE, init_ledger
 
 from . import access as access_cli
 from . import artifacts as artifacts_cli
@@ -135,8 +135,14 @@ def init(
     with errors_to_exit_codes():
         if admin is None and (email is not None or no_passphrase or passphrase_file is not None):
             raise LedgerInputError("--email, --no-passphrase and --passphrase-file go with --admin")
+        secret = None
         if admin is not None:  # checked before the home is created, so a typo creates nothing
             NewPrincipal.check(admin, "person", None, email)
+            if no_passphrase and passphrase_file is not None:
+                raise LedgerInputError("give either --no-passphrase or --passphrase-file, not both")
+            if not no_passphrase and not (home / CONFIG_FILE).exists():
+                # A new home: no passphrase must not leave it behind, initialized in setup mode.
+                secret = access_cli.new_key_passphrase(admin, passphrase_file)
         ledger, created = init_ledger(home, db, origin)
         with ledger:
             access = (
@@ -149,6 +155,7 @@ def init(
                     email=email,
                     no_passphrase=no_passphrase,
                     passphrase_file=passphrase_file,
+                    secret=secret,
                 )
             )
         if fmt is Format.json:

@@ -194,8 +194,9 @@ def list_keys(home: Path, ledger: Ledger) -> list[KeyInfo]:
     return [_info(home, ledger, key) for key in keys]
 
 
-def _resolve(keys: dict[str, LedgerKey], ref: str) -> LedgerKey:
-    """A key by its id, ``key:<id>``, or a unique prefix of at least 8 hex digits."""
+def keyid_prefix(ref: str) -> str:
+    """The lower-case hex a key reference (``<id>``, ``key:<id>``, or a prefix of at least 8 hex
+    digits) stands for; KeyInputError for anything else, so that '' never matches every key."""
     wanted = ref.strip().lower().removeprefix("key:")
     if len(wanted) < MIN_KEYID_PREFIX or not _HEX_RE.fullmatch(wanted):
         raise KeyInputError(
@@ -203,6 +204,12 @@ def _resolve(keys: dict[str, LedgerKey], ref: str) -> LedgerKey:
             hint=f"Give the key id (64 hex digits) or at least its first {MIN_KEYID_PREFIX}; "
             "`immutrail keys list` shows them.",
         )
+    return wanted
+
+
+def _resolve(keys: dict[str, LedgerKey], ref: str) -> LedgerKey:
+    """A key by its id, ``key:<id>``, or a unique prefix of at least 8 hex digits."""
+    wanted = keyid_prefix(ref)
     found = [key for keyid, key in keys.items() if keyid.startswith(wanted)]
     if not found:
         raise UnknownKeyError(

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from immutrail.crypto.errors import NoteError
+from immutrail.crypto.note import Ed25519NoteVerifier
 from immutrail.files import FileTooLargeError, read_capped_text
 
 from .errors import LedgerInputError, VerificationError
@@ -51,7 +53,7 @@ def add(directory: Path, note: str, size: int) -> Path:
     """Write the checkpoint into a folder :func:`prepare` and :func:`held` have checked."""
     target = directory / checkpoint_file(size)
     _write(target, note)
-    if (directory / ".git").exists():
+    if (directory / ".git").exists():  # prepare() made sure git agrees
         _git_commit(directory, [VKEY_FILE, target.name], f"checkpoint {size}")
     return target
 
@@ -79,6 +81,7 @@ def prepare(directory: Path, vkey: str) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LedgerInputError(f"cannot create the witness folder {directory}: {exc}") from exc
+    _check_git(directory)
     witnessed = _read_vkey(directory)
     if witnessed is None:
         _write(directory / VKEY_FILE, vkey + "\n")
@@ -102,14 +105,25 @@ def load(path: Path) -> tuple[str | None, list[WitnessedCheckpoint]]:
         names = sorted(p for p in path.iterdir() if p.name.startswith(CHECKPOINT_PREFIX))
     except OSError as exc:
         raise LedgerInputError(f"cannot list the witness folder {path}: {exc}") from exc
-    return _read_vkey(path), [WitnessedCheckpoint(str(p), _read_note(p)) for p in names]
+    vkey = _read_vkey(path)
+    if not names:  # an empty folder would let a rolled-back ledger pass unchallenged
+        raise LedgerInputError(
+            f"witness {path} holds no {CHECKPOINT_PREFIX}* file, so it witnesses nothing "
+            "(`immutrail ledger checkpoint --publish DIR` adds one)"
+        )
+    return vkey, [WitnessedCheckpoint(str(p), _read_note(p)) for p in names]
 
 
 def _read_vkey(directory: Path) -> str | None:
     path = directory / VKEY_FILE
     if not path.exists() and not path.is_symlink():
         return None
-    return _read_text(path, MAX_VKEY_BYTES, "a verifier key").strip()
+    text = _read_text(path, MAX_VKEY_BYTES, "a verifier key").strip()
+    try:
+        Ed25519NoteVerifier.from_vkey(text)
+    except NoteError as exc:  # damaged input, not evidence that the ledger was replaced
+        raise LedgerInputError(f"{path} does not hold a verifier key: {exc}") from exc
+    return text
 
 
 def _read_note(path: Path) -> str:
@@ -154,7 +168,19 @@ def _write_atomic(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def _check_git(directory: Path) -> None:
+    """When DIR has ``.git``, git must agree it is a work tree: checked before anything is
+    written, so that a broken repository fails the publish without leaving files behind."""
+    if (directory / ".git").exists():
+        _git(directory, ["rev-parse", "--is-inside-work-tree"])
+
+
 def _git_commit(directory: Path, names: list[str], message: str) -> None:
+    _git(directory, ["add", "--", *names])
+    _git(directory, ["commit", "--quiet", "-m", message, "--", *names])
+
+
+def _git(directory: Path, args: list[str]) -> None:
     git = shutil.which("git")
     if git is None:
         raise LedgerInputError(f"{directory} is a git work tree but no git program was found")
@@ -165,9 +191,8 @@ def _git_commit(directory: Path, names: list[str], message: str) -> None:
         "GIT_COMMITTER_NAME": os.environ.get("GIT_COMMITTER_NAME", "immutrail"),
         "GIT_COMMITTER_EMAIL": os.environ.get("GIT_COMMITTER_EMAIL", "immutrail@localhost"),
     }
-    for args in (["add", "--", *names], ["commit", "--quiet", "-m", message, "--", *names]):
-        result = subprocess.run(  # noqa: S603 - fixed git arguments, no shell
-            [git, "-C", str(directory), *args], capture_output=True, text=True, env=env, check=False
-        )
-        if result.returncode != 0:
-            raise LedgerInputError(f"git {args[0]} in {directory} failed: {result.stderr.strip()}")
+    result = subprocess.run(  # noqa: S603 - fixed git arguments, no shell
+        [git, "-C", str(directory), *args], capture_output=True, text=True, env=env, check=False
+    )
+    if result.returncode != 0:
+        raise LedgerInputError(f"git {args[0]} in {directory} failed: {result.stderr.strip()}")

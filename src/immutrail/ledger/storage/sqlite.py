@@ -12,6 +12,7 @@ import contextlib
 import functools
 import itertools
 import sqlite3
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -206,14 +207,38 @@ def _read_head(conn: sqlite3.Connection) -> TreeHead:
     return TreeHead(row[0], bytes(row[1]), bytes(row[2]))
 
 
+# The first 16 bytes of every SQLite 3 database file (https://sqlite.org/fileformat.html).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_is_database(path: Path) -> None:
+    """Refuse a path that holds no SQLite database before opening it: the pragmas that follow
+    would turn an empty file into one (and a FIFO would block the read)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise NotInitializedError(f"no ledger database at {path}") from None
+    except OSError as exc:
+        raise StorageError(f"cannot open the ledger database {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        raise StorageError(f"the ledger database {path} is not a regular file")
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StorageError(f"cannot open the ledger database {path}: {exc.strerror}") from exc
+    if header != SQLITE_HEADER:
+        raise NotInitializedError(f"{path} is not a SQLite database, so it holds no ledger")
+
+
 class SqliteStore:
     """A ledger in one SQLite file; ``create=True`` (``init``) makes it, otherwise it must exist."""
 
     def __init__(self, path: Path, *, create: bool = False, busy_timeout_s: float = 60.0):
         self.path = path
         self.url = f"sqlite:///{path}"
-        if not create and not path.exists():
-            raise NotInitializedError(f"no ledger database at {path}")
+        if not create:
+            _check_is_database(path)
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
