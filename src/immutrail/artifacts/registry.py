@@ -143,7 +143,7 @@ class _Graph:
 def _parse_manifest(data: bytes, digest: str, where: str) -> dict[str, Any]:
     try:
         document = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # json recurses once per nesting level
         raise RegistryContentError(digest, where, f"is not JSON: {exc}") from exc
     if not isinstance(document, dict) or document.get("schemaVersion") != 2:
         raise RegistryContentError(digest, where, "is not a schemaVersion 2 manifest or index")

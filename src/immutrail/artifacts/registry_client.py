@@ -141,7 +141,7 @@ def _error_text(response: httpx.Response) -> str:
                     parts.append(f"{item.get('code', '?')}: {item.get('message', '')}".strip())
             if parts:
                 return "; ".join(parts)
-    except (ValueError, httpx.HTTPError):
+    except (ValueError, RecursionError, httpx.HTTPError):
         pass
     return f"HTTP {response.status_code} {response.reason_phrase}".strip()
 

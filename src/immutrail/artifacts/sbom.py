@@ -361,7 +361,7 @@ def _load_json(
         return None
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # an image's file: deep nesting is possible
         _skip(inventory, path, f"not valid JSON: {exc}")
         return None
     if not isinstance(value, Mapping):

@@ -410,7 +410,7 @@ class Store:
         data = self.read_blob(digest, MAX_MANIFEST_BYTES)
         try:
             manifest = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # json recurses once per nesting level
             raise StoreError(f"manifest {digest} is not JSON: {exc}") from exc
         if not isinstance(manifest, dict) or manifest.get("schemaVersion") != 2:
             raise StoreError(f"blob {digest} is not an OCI manifest (schemaVersion 2)")
@@ -424,7 +424,7 @@ class Store:
             )
         try:
             value = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # json recurses once per nesting level
             raise StoreError(f"blob {descriptor.digest} is not JSON: {exc}") from exc
         if not isinstance(value, dict):
             raise StoreError(f"blob {descriptor.digest} is not a JSON object")

@@ -92,7 +92,7 @@ def parse_manifest(data: bytes) -> dict[str, Any] | None:
     """An OCI manifest's JSON object, or None when the bytes are not one."""
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # json recurses once per nesting level
         return None
     return value if isinstance(value, dict) else None
 

@@ -430,7 +430,7 @@ def _packages(store: Store, digest: str, rootfs: RootFS) -> tuple[tuple[PackageR
             manifest = store.get_manifest(descriptor.digest)
             layer = oci.Descriptor.from_dict((manifest.get("layers") or [None])[0], "SBOM layer")
             document = json.loads(store.read_blob(layer.digest, MAX_SBOM_BYTES))
-        except (ArtifactError, ValueError) as exc:
+        except (ArtifactError, ValueError, RecursionError) as exc:  # deep JSON: RecursionError
             log.warning("attached SBOM %s is unreadable: %s", descriptor.digest, exc)
             continue
         components = document.get("components") if isinstance(document, dict) else None

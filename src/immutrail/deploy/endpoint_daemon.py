@@ -220,6 +220,7 @@ class Daemon:
                 raise _RequestError(f"unknown command {command!r}")
         except (
             ValueError,
+            RecursionError,  # json recurses once per nesting level of the request
             _RequestError,
             ProxyAddressError,
         ) as exc:  # JSONDecodeError is a ValueError
@@ -311,7 +312,7 @@ def _initial_backends(files: Files, given: str | None) -> tuple[Backend, ...]:
     if given is not None:
         try:
             return backends_from_json(json.loads(given))
-        except (ValueError, ProxyAddressError) as exc:
+        except (ValueError, RecursionError, ProxyAddressError) as exc:
             raise StartError("input", f"invalid --backends: {exc}") from exc
     state = files.read_state()  # the set of the previous process, if there was one
     if state is None:

@@ -136,7 +136,7 @@ def _privacy_entries(config: Mapping[str, Any]) -> list[str]:
     labels = config.get("Labels") or {}
     try:
         declared = json.loads(labels.get(LABEL_PRIVACY, "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):  # an image label: any text at all
         return []
     paths = declared.get("paths") if isinstance(declared, dict) else None
     return [str(p) for p in paths] if isinstance(paths, list) else []

@@ -294,7 +294,7 @@ def _referrer_check(
 def _sbom_check(digest: str, data: bytes, recorded: Mapping[str, int]) -> Check:
     try:
         document = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # json recurses once per level: 2 KB of "[" is enough
         document = None
     if not isinstance(document, dict) or document.get("bomFormat") != "CycloneDX":
         return Check("sbom", digest, Status.FAILED, "not a CycloneDX JSON document")
