@@ -11,6 +11,8 @@
   evaluation with each ecosystem's ordering, alias merging, severity). Baseline: one pass of
   dict lookups of the same 2,000 names in an in-memory ``{(ecosystem, name): [record ids]}``.
   Target: under 2 s.
+* print: the text table `scan` prints (``cli.scan._findings_table``) for 200,000 findings.
+  Baseline: the same cells joined with tabs, one line each (no escaping, no alignment).
 
     .venv/bin/python bench/bench_scan.py [--quick]      # --quick: 10,000 records
 """
@@ -36,6 +38,8 @@ from _common import (
     write_json,
 )
 
+from immutrail.cli.scan import _findings_table
+from immutrail.scan.attestation import Finding
 from immutrail.scan.matcher import Matcher, components_from_sbom
 from immutrail.scan.vulndb import VulnDb
 
@@ -139,6 +143,28 @@ def baseline_inserts(path: Path, blobs: list[tuple[str, bytes]]) -> float:
     return seconds
 
 
+def print_findings(count: int) -> tuple[float, float]:
+    """Seconds to print ``count`` findings as `scan` does, and the tab-joined baseline."""
+    levels = ("low", "medium", "high", "critical", "unknown")
+    findings = [
+        Finding(
+            f"CVE-2024-{n}", (), f"pkg{n % 500}", "1.0.0", "", "PyPI", levels[n % 5], 5.0, ("1.1",)
+        )
+        for n in range(count)
+    ]
+    started = time.perf_counter()
+    text = _findings_table(findings)
+    printed_s = time.perf_counter() - started
+    started = time.perf_counter()
+    plain = "\n".join(
+        "\t".join((f.id, f.package, f.version, ",".join(f.fixed), f.level, str(f.score)))
+        for f in findings
+    )
+    baseline_s = time.perf_counter() - started
+    assert len(text.splitlines()) == count + 1 and plain
+    return printed_s, baseline_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -187,6 +213,8 @@ def main() -> None:
             baseline_runs.append(time.perf_counter() - started)
         db.close()
     scan_s, dict_s = min(scan_runs), min(baseline_runs)
+    printed = 20_000 if args.quick else 200_000
+    print_s, join_s = print_findings(printed)
     rows = [
         (
             "import (VulnDb.import_paths)",
@@ -198,6 +226,14 @@ def main() -> None:
         ("baseline: raw SQLite inserts", records, baseline_s, records / baseline_s, 1.0),
         ("scan (Matcher.scan)", packages, scan_s, packages / scan_s, scan_s / dict_s),
         ("baseline: dict lookups", packages, dict_s, packages / dict_s, 1.0),
+        (
+            "print findings (scan's text table)",
+            printed,
+            print_s,
+            printed / print_s,
+            print_s / join_s,
+        ),
+        ("baseline: tab-joined lines", printed, join_s, printed / join_s, 1.0),
     ]
     print_table("results", ("phase", "count", "seconds", "per s", "x baseline time"), rows)
     unchecked = len(outcome.not_evaluated)
@@ -221,6 +257,9 @@ def main() -> None:
             "baseline_dict_seconds": dict_s,
             "scan_vs_baseline_time": scan_s / dict_s,
             "findings": found,
+            "print_findings": printed,
+            "print_seconds": print_s,
+            "print_vs_baseline_time": print_s / join_s,
             "targets": targets,
         },
     )

@@ -18,6 +18,7 @@ from immutrail.files import (
     read_capped,
     read_capped_text,
 )
+from output_paths import not_outputs
 
 
 def test_a_file_within_the_limit_is_read_whole(tmp_path: Path) -> None:
@@ -68,31 +69,11 @@ def test_folders_and_text_that_is_not_utf8_are_typed_errors(tmp_path: Path) -> N
         read_capped_text(binary, 10)
 
 
-def _not_outputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    """A FIFO, a dangling link, a link to a file and a folder, with what each is called."""
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    dangling = tmp_path / "dangling"
-    dangling.symlink_to(tmp_path / "nowhere")
-    kept = tmp_path / "kept"
-    kept.write_text("keep me")
-    linked = tmp_path / "linked"
-    linked.symlink_to(kept)
-    (tmp_path / "folder").mkdir()
-    return {
-        "fifo": (fifo, "is not a regular file"),
-        "dangling": (dangling, "is a symbolic link"),
-        "linked": (linked, "is a symbolic link"),
-        "folder": (tmp_path / "folder", "is a folder"),
-        "device": (Path("/dev/null"), "is not a regular file"),
-    }
-
-
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_an_output_that_is_not_a_regular_file_is_never_replaced(
     tmp_path: Path, overwrite: bool
 ) -> None:
-    for path, message in _not_outputs(tmp_path).values():
+    for path, message in not_outputs(tmp_path).values():
         with pytest.raises(OutputPathError, match=message):
             check_output(path, overwrite)
         with (

@@ -16,6 +16,7 @@ from immutrail.artifacts.builder import build
 from immutrail.artifacts.errors import ArtifactInputError
 from immutrail.artifacts.registry_ref import Reference
 from immutrail.cli.main import app
+from output_paths import not_outputs
 
 from .conftest import commit_all, write_files
 from .test_import import (
@@ -42,34 +43,13 @@ def run(home: Path, *args: str, code: int) -> tuple[str, str]:
 # -- artifact export -o ----------------------------------------------------------------------
 
 
-def _not_outputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    """Paths export must never replace, with what the error calls each."""
-    fifo = tmp_path / "fifo.tar"
-    os.mkfifo(fifo)
-    dangling = tmp_path / "dangling.tar"
-    dangling.symlink_to(tmp_path / "nowhere.tar")
-    kept = tmp_path / "kept.tar"
-    kept.write_text("keep me")
-    linked = tmp_path / "linked.tar"
-    linked.symlink_to(kept)
-    folder = tmp_path / "folder.tar"
-    folder.mkdir()
-    return {
-        "fifo": (fifo, "is not a regular file"),
-        "dangling": (dangling, "is a symbolic link"),
-        "linked": (linked, "is a symbolic link"),
-        "folder": (folder, "is a folder"),
-        "device": (Path("/dev/null"), "is not a regular file"),
-    }
-
-
 def test_export_never_replaces_a_link_a_folder_a_device_or_a_fifo(
     repo: Path, home: Path, tmp_path: Path
 ) -> None:
     build(repo / "image.yaml", home, tag="app:1")
     outs = tmp_path / "outs"
     outs.mkdir()
-    for path, message in _not_outputs(outs).values():
+    for path, message in not_outputs(outs, ".tar").values():
         for flag in ((), ("--overwrite",)):
             _, err = run(home, "artifact", "export", "app:1", "-o", str(path), *flag, code=2)
             assert f"error: {path} {message}" in err, (path, flag)

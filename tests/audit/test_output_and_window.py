@@ -17,6 +17,7 @@ from immutrail.audit.verify import verify_bundle
 from immutrail.cli.main import app
 from immutrail.ledger.event import time_us
 from immutrail.ledger.home import open_ledger
+from output_paths import not_outputs
 
 from .conftest import World
 
@@ -40,26 +41,6 @@ def report(world: World, out: Path, *extra: str, start: str = "", end: str = "",
     return run(world, "report", "--framework", "soc2", *window, "-o", str(out), *extra, code=code)
 
 
-def outputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    """A FIFO, a dangling link, a link to a regular file and a folder, with what each is called."""
-    fifo = tmp_path / "fifo.json"
-    os.mkfifo(fifo)
-    dangling = tmp_path / "dangling.json"
-    dangling.symlink_to(tmp_path / "nowhere.json")
-    kept = tmp_path / "kept.json"
-    kept.write_text("keep me")
-    linked = tmp_path / "linked.json"
-    linked.symlink_to(kept)
-    folder = tmp_path / "folder.json"
-    folder.mkdir()
-    return {
-        "fifo": (fifo, "is not a regular file"),
-        "dangling": (dangling, "is a symbolic link"),
-        "linked": (linked, "is a symbolic link"),
-        "folder": (folder, "is a folder"),
-    }
-
-
 def unchanged(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["dangling.json", "fifo.json", "folder.json", "kept.json", "linked.json"]
@@ -75,7 +56,7 @@ def test_outputs_that_are_not_regular_files_are_refused(
     world: World, tmp_path: Path, overwrite: bool
 ) -> None:
     flag = ("--overwrite",) if overwrite else ()
-    for path, message in outputs(tmp_path).values():
+    for path, message in not_outputs(tmp_path, ".json").values():
         assert f"error: {path} {message}" in evidence(world, path, *flag, code=2)
         assert f"error: {path} {message}" in report(
             world, path, *flag, "--output-format", "json", code=2

@@ -120,11 +120,6 @@ def test_timeout_is_a_typed_error() -> None:
     assert "evaluating data.p.x took longer than 1 s" in str(caught.value)
 
 
-def test_a_caller_may_ask_for_a_shorter_time_limit() -> None:
-    assert Limits().with_time(2).time_s == 2
-    assert Limits(time_s=5).with_time(60).time_s == 5
-
-
 def test_undefined_false_and_failing_references_are_values() -> None:
     with RegoSession([Module("rules.rego", RULES)]) as session:
         values = session.evaluate(

@@ -1,11 +1,11 @@
 """The text printer of `scan`: user text from a scanner report prints as text (it was parsed as
-rich markup, exit 4 after the scan was recorded), and 200,000 findings print in seconds."""
+rich markup, exit 4 after the scan was recorded), and 200,000 findings print as one aligned
+table (how fast: bench/bench_scan.py)."""
 
 from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -50,11 +50,9 @@ def finding(number: int) -> Finding:
     )
 
 
-def test_two_hundred_thousand_findings_print_in_seconds() -> None:
+def test_two_hundred_thousand_findings_print_as_one_table() -> None:
     findings = [finding(n) for n in range(200_000)]
-    started = time.monotonic()
     text = _findings_table(findings)
-    assert time.monotonic() - started < 10  # about 1 s; a rich Table took minutes
     lines = text.splitlines()
     assert len(lines) == 1 + len(findings)
     assert lines[0].split() == ["id", "package", "installed", "fixed", "level", "score"]

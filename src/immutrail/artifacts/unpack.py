@@ -132,13 +132,14 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _walk_up(top: Path) -> Iterator[Path]:
-    """Every path below ``top``, children before their folder; links are not followed."""
+def _walk_up(top: Path) -> Iterator[tuple[Path, bool]]:
+    """Every path below ``top`` and whether it is a folder, children before their folder;
+    links are not followed."""
     pending: list[tuple[Path, bool]] = [(top, False)]
     while pending:
         folder, listed = pending.pop()
         if listed:
-            yield folder
+            yield folder, True
             continue
         pending.append((folder, True))
         with os.scandir(folder) as entries:
@@ -146,7 +147,7 @@ def _walk_up(top: Path) -> Iterator[Path]:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append((Path(entry.path), False))
                 else:
-                    yield Path(entry.path)
+                    yield Path(entry.path), False
 
 
 def remove_tree(top: Path) -> None:
@@ -155,8 +156,8 @@ def remove_tree(top: Path) -> None:
         if os.path.lexists(top):
             top.unlink()
         return
-    for path in _walk_up(top):
-        if path == top or _is_folder(path):
+    for path, is_folder in _walk_up(top):
+        if is_folder:
             path.rmdir()
         else:
             path.unlink()
@@ -164,7 +165,7 @@ def remove_tree(top: Path) -> None:
 
 def make_read_only(root: Path) -> None:
     """Clear every write bit below ``root`` (links are left alone: their mode means nothing)."""
-    for path in _walk_up(root):  # the root comes last
+    for path, _ in _walk_up(root):  # the root comes last
         _clear_write(path)
 
 

@@ -41,7 +41,7 @@ from immutrail.audit.report import (
 )
 from immutrail.audit.report.window import check_span
 from immutrail.audit.verify import TRUST_TOFU, BundleReport, read_bundle_file, verify_bundle
-from immutrail.files import OutputPathError, atomic_output, check_output
+from immutrail.files import atomic_output, check_output
 from immutrail.ledger.event import time_us
 from immutrail.ledger.proofs import b64
 
@@ -197,25 +197,10 @@ def _evidence_query(
     return changes_query(env, since, until)
 
 
-@contextlib.contextmanager
-def _output_refused() -> Iterator[None]:
-    """An output path that may not be written is bad input to audit (exit 2, nothing written)."""
-    try:
-        yield
-    except OutputPathError as exc:
-        raise AuditInputError(exc.diagnostics()) from exc
-
-
-def _check_output(path: Path, overwrite: bool) -> None:
-    """AuditInputError unless ``path`` is new, or a regular file and ``overwrite`` is given."""
-    with _output_refused():
-        check_output(path, overwrite)
-
-
 def _write_new(path: Path, data: bytes, overwrite: bool) -> None:
     """Write ``data`` to ``path`` atomically; never clobber unasked, never replace anything but
     a regular file (checked again before the rename: it may have appeared meanwhile)."""
-    with _output_refused(), atomic_output(path, overwrite=overwrite) as stream:
+    with atomic_output(path, overwrite=overwrite) as stream:
         stream.write(data)
 
 
@@ -258,7 +243,7 @@ def evidence_command(
     """
     with errors_to_exit_codes():
         query = _evidence_query(ref, at, env, since, until)
-        _check_output(output, overwrite)
+        check_output(output, overwrite)
         started = time.perf_counter()
         caller = Caller(as_, token, key_file, passphrase_file)
         with authorized(home, db, Action.AUDIT_EXPORT, caller=caller) as (ledger, _):
@@ -358,7 +343,7 @@ def report_command(
     written), 3 the ledger or the image store cannot be read.
     """
     with errors_to_exit_codes():
-        _check_output(output, overwrite)
+        check_output(output, overwrite)
         # A window wider than the limit is refused before the ledger is opened.
         check_span(
             time_us(normalize_moment(since, "--from")), time_us(normalize_moment(until, "--to"))

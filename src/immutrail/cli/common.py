@@ -28,6 +28,7 @@ from immutrail.crypto.errors import CanonicalizationError, CryptoError, Duplicat
 from immutrail.deploy.errors import DeployInputError, DeploymentFailedError
 from immutrail.deploy.runtime import AdmissionError, RuntimeDriverError
 from immutrail.drift.errors import DriftError, DriftInputError, ImageVerificationError
+from immutrail.files import OutputPathError
 from immutrail.keys.errors import KeyInputError, KeysError
 from immutrail.keys.passphrase import PASSPHRASE_ENV, PassphraseSource
 from immutrail.ledger.errors import (
@@ -311,6 +312,7 @@ _VERIFICATION_FAILED: tuple[type[Exception], ...] = (
     ImageVerificationError,
 )
 _INPUT: tuple[type[Exception], ...] = (
+    OutputPathError,
     LedgerInputError,
     CryptoError,
     ArtifactInputError,

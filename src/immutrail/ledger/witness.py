@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from immutrail.crypto.errors import NoteError
 from immutrail.crypto.note import Ed25519NoteVerifier
-from immutrail.files import FileTooLargeError, read_capped_text
+from immutrail.files import FileTooLargeError, OutputPathError, atomic_output, read_capped_text
 
 from .errors import LedgerInputError, VerificationError
 
@@ -145,27 +144,12 @@ def _read_text(path: Path, limit: int, what: str) -> str:
 
 def _write(path: Path, text: str) -> None:
     try:
-        _write_atomic(path, text)
+        with atomic_output(path, overwrite=False, mode=0o600) as stream:
+            stream.write(text.encode("utf-8"))
+    except OutputPathError as exc:  # something appeared there: never written over
+        raise LedgerInputError(str(exc)) from exc
     except OSError as exc:
         raise LedgerInputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _check_git(directory: Path) -> None:

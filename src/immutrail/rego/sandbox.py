@@ -69,19 +69,6 @@ class Limits:
     time_s: float = TIME_LIMIT_S
     result_bytes: int = MAX_RESULT_BYTES
 
-    def with_time(self, time_s: float | None) -> Limits:
-        """These limits, with a shorter time limit when the caller asks for one."""
-        if time_s is None or time_s >= self.time_s:
-            return self
-        return Limits(
-            self.source_bytes,
-            self.total_source_bytes,
-            self.nesting,
-            self.memory_bytes,
-            time_s,
-            self.result_bytes,
-        )
-
 
 DEFAULT_LIMITS = Limits()
 
