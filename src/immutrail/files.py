@@ -117,10 +117,11 @@ def atomic_output(path: Path, *, overwrite: bool, mode: int = 0o644) -> Iterator
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_folder(folder)  # the rename itself survives a crash only once the folder is synced
+    fsync_folder(folder)  # the rename itself survives a crash only once the folder is synced
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make the names in ``folder`` (a rename, a new file) durable, as fsync makes bytes."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -29,6 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from immutrail.files import fsync_folder
+
 from . import oci
 from .digests import HashingWriter, check_digest, hex_of
 from .errors import BlobVerificationError, NotFoundError, StoreError, TagConflictError
@@ -45,14 +47,6 @@ READ_CHUNK = 1024 * 1024
 # Aliases: inside Store, the name `list` is the method.
 Descriptors = list[Descriptor]
 Strings = list[str]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class VerifyingReader:
@@ -171,7 +165,7 @@ class Stage:
             path.chmod(0o444)
             os.replace(path, target)
             del self._blobs[digest]
-        _fsync_dir(self._store.blobs_dir)
+        fsync_folder(self._store.blobs_dir)
 
     def discard(self) -> None:
         for path in self._blobs.values():
@@ -289,7 +283,7 @@ class Store:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(self.root)
+        fsync_folder(self.root)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
