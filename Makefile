@@ -37,5 +37,6 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -f src/immutrail/ledger/_native*.so
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -prune \
 	  -exec rm -rf {} +

@@ -14,6 +14,10 @@ held in memory (verification must hash every entry at least once); for context a
 over all the bytes as a single buffer, and reading the bytes from SQLite plus hashing them. Ratio =
 verify rate / per-entry hash rate.
 
+The ledger's per-entry hashing loops run in C when the extension is built
+(``immutrail.ledger.hashing``); the integrity check is then also run with the Python loops, for
+comparison in the same run.
+
 Then where the time goes: per-step costs measured without a profiler on the same rows (read, leaf
 hash, canonical parse, event validation, time parse, tree), and a cProfile of verify().
 
@@ -54,6 +58,8 @@ from _common import (
 )
 from bench_ledger_proofs import build, cached_sqlite_ledger
 
+from immutrail.ledger import hashing
+
 NAME = "ledger_verify"
 TARGET_RATIO = 0.5
 
@@ -62,14 +68,34 @@ VERIFY_PARTS = [
         "DB reads: store.entries() (SELECT + EntryRow)",
         [("storage/sqlite.py", "query"), ("storage/postgres.py", "query")],
     ),
-    ("leaf_hash(entry) == stored leaf hash", [("ledger/merkle.py", "leaf_hash")]),
+    (
+        "leaf hashes (entry bytes against the stored leaf hashes)",
+        [
+            ("ledger/merkle.py", "leaf_hash"),
+            ("ledger/hashing.py", "leaf_hashes_py"),
+            ("~", "<built-in method immutrail.ledger._native.leaf_hashes>"),
+        ],
+    ),
     (
         "parse_canonical (JSON parse + canonical check)",
         [("crypto/canonical.py", "parse_canonical")],
     ),
     ("Event.from_dict (field validation)", [("ledger/event.py", "from_dict")]),
     ("time_us (indexed time re-check)", [("ledger/verify.py", "time_us")]),
-    ("tiles.from_base (every tile recomputed)", [("ledger/tiles.py", "from_base")]),
+    (
+        "tile_from_base (every tile recomputed)",
+        [
+            ("ledger/hashing.py", "tile_from_base_py"),
+            ("~", "<built-in method immutrail.ledger._native.tile_from_base>"),
+        ],
+    ),
+    (
+        "find_marked (entries that carry or announce a key)",
+        [
+            ("ledger/hashing.py", "find_marked_py"),
+            ("~", "<built-in method immutrail.ledger._native.find_marked>"),
+        ],
+    ),
     ("Frontier.extend (leaf-by-leaf rebuild, on a mismatch)", [("ledger/merkle.py", "extend")]),
     (
         "derived index checks (SQL joins)",
@@ -132,7 +158,7 @@ def step_costs(ledger: Any) -> list[tuple[str, float]]:
     import json
 
     from immutrail.crypto.canonical import parse_canonical
-    from immutrail.ledger import tiles
+    from immutrail.ledger import hashing, tiles
     from immutrail.ledger.event import Event, parse_entry
     from immutrail.ledger.merkle import Frontier, leaf_hash
     from immutrail.ledger.verify import check_row, time_us
@@ -157,7 +183,7 @@ def step_costs(ledger: Any) -> list[tuple[str, float]]:
         leaves = [r.leaf_hash for r in rows]
         for n in range(0, len(leaves), tiles.TILE_WIDTH):
             if len(leaves) - n >= 2:
-                tiles.from_base(leaves[n : n + tiles.TILE_WIDTH])
+                hashing.tile_from_base(b"".join(leaves[n : n + tiles.TILE_WIDTH]))
 
     def dumps_check(d: bytes) -> bool:
         v = json.loads(d)
@@ -168,12 +194,19 @@ def step_costs(ledger: Any) -> list[tuple[str, float]]:
     return [
         ("read rows: store.entries() (SELECT + EntryRow)", t_read),
         ("leaf_hash(row.data) + compare", each(lambda r: leaf_hash(r.data) == r.leaf_hash, rows)),
+        (
+            f"hashing.leaf_hashes(all entries) + compare ({hashing.implementation()})",
+            each(lambda _: hashing.leaf_hashes(datas) == b"".join(r.leaf_hash for r in rows), [0]),
+        ),
         ("check_row(row) (parse_entry + column/time compare)", each(check_row, rows)),
         ("  parse_entry(row.data)", each(parse_entry, datas)),
         ("    parse_canonical(row.data)", each(parse_canonical, datas)),
         ("    Event.from_dict(value)", each(Event.from_dict, values)),
         ("  time_us(event.time)", each(lambda v: time_us(v["time"]), values)),
-        ("tiles.from_base per level-0 tile (tree recomputation)", each(tiled, [None])),
+        (
+            f"hashing.tile_from_base per level-0 tile ({hashing.implementation()})",
+            each(tiled, [None]),
+        ),
         ("  for comparison: Frontier.extend(leaves), leaf by leaf", each(tree, [None])),
         ("for comparison: json.loads(row.data) (stdlib C parser)", each(json.loads, datas)),
         ("for comparison: json.loads + json.dumps(sort_keys) == bytes", each(dumps_check, datas)),
@@ -205,6 +238,10 @@ def run(
     # everything in this process.
     integ = verify_runs(ledger, repeat, entry_format=False)
     integ1 = verify_runs(ledger, repeat, workers=1, entry_format=False)
+    integ_py = None
+    if hashing.NATIVE:
+        with hashing.python_loops():
+            integ_py = verify_runs(ledger, repeat, entry_format=False)
     ver = verify_runs(ledger, repeat)
     ver1 = verify_runs(ledger, repeat, workers=1)
     n = ver["entries"]
@@ -272,6 +309,19 @@ def run(
             res["ratio_integrity"],
         )
     )
+    if integ_py is not None:
+        res["integrity_python_loops_per_s"] = n / integ_py["seconds"]
+        res["ratio_integrity_python_loops"] = (
+            res["integrity_python_loops_per_s"] / res["hash_per_entry_per_s"]
+        )
+        rows.append(
+            (
+                "  the same with the hashing loops in Python (context)",
+                res["integrity_python_loops_per_s"],
+                nbytes / integ_py["seconds"] / 1e6,
+                res["ratio_integrity_python_loops"],
+            )
+        )
     res["verify_one_process_per_s"] = n / ver1["seconds"]
     res["ratio_one_process"] = res["verify_one_process_per_s"] / res["hash_per_entry_per_s"]
     rows.append(
@@ -353,12 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size or (20_000 if args.quick else 200_000)
     repeat = args.repeat or (1 if args.quick else 2)
     header("bench_ledger_verify", "full verification vs hashlib SHA-256", args.quick)
+    print(f"   ledger hashing loops: {hashing.implementation()}", flush=True)
     url_pg = None if args.no_pg else pg_url()
     results: dict[str, Any] = {
         "name": NAME,
         "quick": args.quick,
         "machine": machine_info(url_pg),
         "params": {"size": size, "repeat": repeat},
+        "hashing": hashing.implementation(),
     }
     ledger, db, built = cached_sqlite_ledger(size, args.rebuild)
     results["sqlite_build"] = built or {"cached": True}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from artifacts.conftest import in_ci
 from immutrail.ledger.home import init_ledger
 from immutrail.ledger.ledger import Ledger
 
@@ -26,3 +28,16 @@ def ledger(tmp_path: Path, db_url: str) -> Iterator[Ledger]:
     assert created
     yield led
     led.close()
+
+
+@pytest.fixture(scope="session")
+def native_hashing() -> ModuleType:
+    """The C loops (``immutrail.ledger._native``). Without them the test skips, except under
+    ``CI=true`` where it fails: CI builds the extension (``IMMUTRAIL_REQUIRE_NATIVE=1``)."""
+    from immutrail.ledger import hashing
+
+    if hashing._native is None:
+        if in_ci():
+            pytest.fail("the C extension immutrail.ledger._native is not built", pytrace=False)
+        pytest.skip("the C extension immutrail.ledger._native is not built (no C compiler?)")
+    return hashing._native

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -406,6 +407,39 @@ def test_verifying_in_worker_processes_finds_the_same_problems(
         (p.where, p.message, p.index) for p in alone.problems
     ]
     assert (split.entries, split.nodes, split.root) == (alone.entries, alone.nodes, alone.root)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_python_loops_find_what_the_c_loops_find(
+    pristine: Pristine, copy_db: Path, native_hashing: ModuleType, workers: int
+) -> None:
+    """Without the C extension, the integrity check reports exactly the same problems."""
+    from immutrail.ledger import hashing
+
+    with sqlite_attacker(copy_db) as db:
+        for case in draw_cases(78, 8):
+            apply_case(db, case)
+    with_c = verify_integrity(pristine, copy_db, workers)
+    with hashing.python_loops():
+        with_python = verify_integrity(pristine, copy_db, workers)
+    assert with_c[0], "the changes were found"
+    assert with_python == with_c
+
+
+def verify_integrity(pristine: Pristine, path: Path, workers: int) -> tuple[list[Any], bytes]:
+    """The integrity check's problems and root, in ``workers`` processes over small ranges."""
+    from immutrail.crypto.note import Ed25519NoteVerifier
+    from immutrail.ledger.verify import verify_store
+
+    led = open_copy(pristine, path)
+    try:
+        verifier = Ed25519NoteVerifier.from_vkey(led.vkey)
+        report = verify_store(
+            led.store, verifier, led.origin, workers=workers, chunk=64, entry_format=False
+        )
+    finally:
+        led.close()
+    return [(p.where, p.message, p.index) for p in report.problems], report.root
 
 
 # -- the integrity-only check (`ledger verify --integrity-only`) ----------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Self
 from immutrail.crypto.checkpoint import Checkpoint, sign_checkpoint
 from immutrail.crypto.note import Ed25519NoteVerifier, NoteSigner, NoteVerifier
 
-from . import merkle, tiles, witness
+from . import hashing, merkle, tiles, witness
 from .errors import DuplicateEventError, LedgerInputError, StorageError, VerificationError
 from .event import Event, event_time_us, now
 from .proofs import ConsistencyProof, InclusionProof, TlogProof
@@ -77,9 +76,8 @@ class Ledger:
             raise LedgerInputError(f"a batch holds at most {MAX_BATCH_EVENTS} events")
         # Everything that does not depend on the position is computed before taking the lock.
         # Plain tuples and local names: this loop runs once per appended event.
-        sha256 = hashlib.sha256
         datas = [e.entry_bytes() for e in events]
-        leaves = [sha256(merkle.LEAF_PREFIX + d).digest() for d in datas]
+        leaves = hashing.split_hashes(hashing.leaf_hashes(datas))
         ids = [e.id for e in events]
         if len(set(ids)) != len(ids):
             raise DuplicateEventError("the batch holds the same event id twice")

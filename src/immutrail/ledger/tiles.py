@@ -15,10 +15,9 @@ Leaf hashes (level 0) are not in tiles: they stay beside their entries.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 
-from .merkle import HASH_SIZE, NODE_PREFIX
+from .merkle import HASH_SIZE
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
@@ -117,24 +116,3 @@ def lookup(
         if blob is not None and len(blob) >= offset + HASH_SIZE:
             out[(level, index)] = blob[offset : offset + HASH_SIZE]
     return out
-
-
-def from_base(base: Sequence[bytes]) -> bytes:
-    """The stored bytes of a tile whose base holds ``base`` (2 to 256 hashes, left to right).
-
-    Computed a level at a time (a list comprehension per level, so the hashing loop stays in C
-    as much as CPython allows), then laid out in slot order: verification recomputes every tile
-    this way, about three times faster than feeding the leaves through a frontier.
-    """
-    sha256 = hashlib.sha256
-    levels: list[Sequence[bytes]] = [base]
-    below = base
-    while len(below) >= 2:
-        pairs = iter(below)  # an odd last node has no sibling yet: zip leaves it out
-        below = [
-            sha256(NODE_PREFIX + left + right).digest()
-            for left, right in zip(pairs, pairs, strict=False)
-        ]
-        levels.append(below)
-    width = len(base)
-    return b"".join(levels[j][i] for j, i in _SLOT_NODE[: width - width.bit_count()])

@@ -25,20 +25,18 @@ import bisect
 import gc
 import hashlib
 import importlib
-import itertools
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from immutrail.crypto.checkpoint import Checkpoint, open_checkpoint
 from immutrail.crypto.errors import CryptoError
 from immutrail.crypto.keys import PublicKey, key_id, load_public_key_pem
 from immutrail.crypto.note import NoteVerifier
 
-from . import merkle, tiles
+from . import hashing, merkle, tiles
 from .errors import EventFormatError
 from .event import Event, parse_entry, time_us, verify_event_signature
 from .merkle import HASH_SIZE, LEAF_PREFIX, Frontier
@@ -191,38 +189,47 @@ class RangeResult:
 
 
 _KEY_MARKS = (b'"signature":{', b'"type":"key.')
-"""What the bytes of a signed entry, and of a key.created or key.revoked entry, contain."""
+"""What the bytes of a signed entry, and of a key.created or key.revoked entry, contain: the
+integrity check replays the entries holding either (a superset: a payload may hold the same text;
+the replay parses each one)."""
 
 
 def check_range(store: LedgerStore, start: int, stop: int, *, entry_format: bool) -> RangeResult:
     """Check entries ``[start, stop)`` (``start`` a multiple of the tile width) and their tiles."""
     result = RangeResult(start, stop)
-    leaves: list[bytes] = []
-    expected = start
-    rows: Iterable[Sequence[Sequence[Any]]] = (
-        store.entry_chunks(start, stop) if entry_format else store.leaf_data_chunks(start, stop)
-    )
-    for chunk in rows:
-        # Indexes come sorted and unique: the ends tell whether the chunk has a hole.
-        if chunk[0][0] != expected or chunk[-1][0] != expected + len(chunk) - 1:
-            kept = 0
-            while chunk[kept][0] == expected + kept:
-                kept += 1
-            chunk, result.gap = chunk[:kept], expected + kept
-        expected += len(chunk)
-        leaves.extend(row[-1] for row in chunk)  # the stored leaf hash closes both row shapes
-        if len(result.problems) < MAX_ENTRY_PROBLEMS:
-            if entry_format:
-                _check_formats(chunk, result)  # type: ignore[arg-type]
-            else:
-                _check_hashes(chunk, result)
-        if result.gap is not None:
-            break
-    if result.gap is None and expected < stop:
-        result.gap = expected
-    if result.gap is None:
+    if entry_format:
+        leaves, count = _check_format_chunks(store.entry_chunks(start, stop), start, result)
+    else:
+        scan = store.leaf_scan(start, stop, _KEY_MARKS) or hashing.scan_leaf_rows(
+            store.leaf_data_chunks(start, stop), start, _KEY_MARKS
+        )
+        leaves, count = scan.leaves, scan.count
+        why = "its bytes do not match its stored leaf hash"
+        result.problems = [(index, why) for index in scan.bad[:MAX_ENTRY_PROBLEMS]]
+        result.keyed = scan.marked
+    if start + count < stop:
+        result.gap = start + count
+    else:
         _check_base_tiles(store, result, leaves)
     return result
+
+
+def _check_format_chunks(
+    chunks: Iterable[Sequence[EntryTuple]], start: int, result: RangeResult
+) -> tuple[bytes, int]:
+    """Each entry's format, bytes and indexed columns; (stored leaf hashes joined, entries read
+    in sequence from ``start`` up to the first missing one)."""
+    parts: list[bytes] = []
+    expected = start
+    for chunk in chunks:
+        rows = hashing.rows_in_sequence(chunk, expected)
+        expected += len(rows)
+        parts.append(hashing.stored_leaves(rows))
+        if len(result.problems) < MAX_ENTRY_PROBLEMS:
+            _check_formats(rows, result)  # type: ignore[arg-type]
+        if len(rows) < len(chunk):
+            break
+    return b"".join(parts), expected - start
 
 
 def _check_formats(chunk: Sequence[EntryTuple], result: RangeResult) -> None:
@@ -234,39 +241,10 @@ def _check_formats(chunk: Sequence[EntryTuple], result: RangeResult) -> None:
             result.keyed.append(row[0])
 
 
-def _check_hashes(chunk: Sequence[Sequence[Any]], result: RangeResult) -> None:
-    """Bytes against leaf hashes, and the entries that may carry or announce a key."""
-    sha256, prefix = hashlib.sha256, LEAF_PREFIX
-    bad = {r[0] for r in chunk if sha256(prefix + r[1]).digest() != r[2]}
-    result.problems.extend((i, "its bytes do not match its stored leaf hash") for i in sorted(bad))
-    result.keyed.extend(i for i in _key_candidates(chunk) if i not in bad)
-
-
-def _key_candidates(chunk: Sequence[Sequence[Any]]) -> list[int]:
-    """Indexes of entries whose bytes hold ``"signature":{`` or ``"type":"key.``: a superset of
-    the signed and key events (a payload may hold the same text; the replay parses each one).
-
-    One search over the chunk's bytes joined, rather than one per entry: most entries hold
-    neither, and a search per entry costs about as much as hashing it (measured).
-    """
-    joined = b"".join(r[1] for r in chunk)
-    hits: set[int] = set()
-    for mark in _KEY_MARKS:
-        at = joined.find(mark)
-        if at < 0:
-            continue
-        ends = list(itertools.accumulate(len(r[1]) for r in chunk))
-        while at >= 0:
-            hits.add(bisect.bisect_right(ends, at))
-            at = joined.find(mark, at + 1)
-    # A mark straddling two entries names the first: harmless, the replay checks what it parses.
-    return [chunk[n][0] for n in sorted(hits)]
-
-
-def _check_base_tiles(store: LedgerStore, result: RangeResult, leaves: list[bytes]) -> None:
-    """Recompute the level-0 tiles over ``leaves`` (from ``result.start``) and compare."""
+def _check_base_tiles(store: LedgerStore, result: RangeResult, leaves: bytes) -> None:
+    """Recompute the level-0 tiles over ``leaves`` (joined, from ``result.start``) and compare."""
     first = result.start // tiles.TILE_WIDTH
-    count = -(-len(leaves) // tiles.TILE_WIDTH)
+    count = -(-len(leaves) // _BASE_BYTES)
     stored = store.tiles(tiles.tile_key(0, first), tiles.tile_key(0, first + count))
     equal, result.tops, result.nodes = _recompute_tiles(leaves, 0, first, stored)
     result.tiles_differ = not equal
@@ -277,7 +255,7 @@ def _upper_tiles_agree(store: LedgerStore, tops: list[bytes]) -> tuple[bool, int
     nodes, tile_level, base = 0, 1, tops
     while len(base) >= 2:
         stored = store.tiles(tiles.tile_key(tile_level, 0), tiles.tile_key(tile_level + 1, 0))
-        equal, base, computed = _recompute_tiles(base, tile_level, 0, stored)
+        equal, base, computed = _recompute_tiles(b"".join(base), tile_level, 0, stored)
         nodes += computed
         if not equal:
             return False, nodes
@@ -285,21 +263,25 @@ def _upper_tiles_agree(store: LedgerStore, tops: list[bytes]) -> tuple[bool, int
     return True, nodes
 
 
+_BASE_BYTES = tiles.TILE_WIDTH * HASH_SIZE
+
+
 def _recompute_tiles(
-    base: Sequence[bytes], tile_level: int, first: int, stored: dict[int, bytes]
+    base: bytes, tile_level: int, first: int, stored: dict[int, bytes]
 ) -> tuple[bool, list[bytes], int]:
-    """The tiles of ``tile_level`` over ``base`` (tile ``first`` onwards), each recomputed and
-    compared with ``stored``: (all equal, the tops of the full ones, hashes computed)."""
+    """The tiles of ``tile_level`` over ``base`` (joined hashes; tile ``first`` onwards), each
+    recomputed and compared with ``stored``: (all equal, the tops of the full ones, hashes
+    computed)."""
     equal, tops, nodes = True, [], 0
-    for n in range(0, len(base), tiles.TILE_WIDTH):
-        part = base[n : n + tiles.TILE_WIDTH]
-        if len(part) < 2:
+    for n in range(0, len(base), _BASE_BYTES):
+        part = base[n : n + _BASE_BYTES]
+        if len(part) < 2 * HASH_SIZE:
             continue
-        computed = tiles.from_base(part)
+        computed = hashing.tile_from_base(part)
         nodes += len(computed) // HASH_SIZE
-        if stored.get(tiles.tile_key(tile_level, first + n // tiles.TILE_WIDTH)) != computed:
+        if stored.get(tiles.tile_key(tile_level, first + n // _BASE_BYTES)) != computed:
             equal = False
-        if len(part) == tiles.TILE_WIDTH:
+        if len(part) == _BASE_BYTES:
             tops.append(computed[-HASH_SIZE:])
     return equal, tops, nodes
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .. import tiles
+from ..hashing import LeafScan
 
 NodeKey = tuple[int, int]
 
@@ -356,6 +357,12 @@ class LedgerStore(Protocol):
 
     def tune_for_scans(self) -> None:
         """This connection will read ranges of the ledger once each (a verification worker)."""
+        ...
+
+    def leaf_scan(self, start: int, stop: int, marks: Sequence[bytes]) -> LeafScan | None:
+        """The entries ``[start, stop)`` read and checked against their leaf hashes natively
+        (``hashing.LeafScan``), or None where the backend has no native reader: the caller then
+        reads :meth:`leaf_data_chunks`."""
         ...
 
     def query(self, flt: EntryFilter) -> Iterator[EntryRow]: ...

@@ -17,6 +17,7 @@ from psycopg import errors as pg_errors
 
 from .. import tiles
 from ..errors import DuplicateEventError, NotInitializedError, StorageError
+from ..hashing import LeafScan
 from ..merkle import EMPTY_ROOT
 from .interface import (
     ENTRY_COLUMNS,
@@ -355,6 +356,9 @@ class PostgresStore:
 
     def leaf_data_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
         return scan_chunks(self._fetch, "idx, data, leaf_hash", start, stop, QUERY_CHUNK, "%s")
+
+    def leaf_scan(self, start: int, stop: int, marks: Sequence[bytes]) -> LeafScan | None:
+        return None  # psycopg's rows are read by the Python loops (hashing.scan_leaf_rows)
 
     def catch_up_indexes(self) -> None:
         """Bring the derived indexes up to the tree head, sorted, in one transaction."""

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .. import tiles
+from .. import hashing, tiles
 from ..errors import DuplicateEventError, NotInitializedError, StorageError
 from ..merkle import EMPTY_ROOT
 from .interface import (
@@ -237,6 +237,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, create: bool = False, busy_timeout_s: float = 60.0):
         self.path = path
         self.url = f"sqlite:///{path}"
+        self._busy_ms = int(busy_timeout_s * 1000)
         if not create:
             _check_is_database(path)
         if create:
@@ -258,7 +259,7 @@ class SqliteStore:
             # the subject index, and re-reading them per batch dominated (BENCHMARKS.md).
             self._conn.execute("PRAGMA cache_size=-65536")
             self._conn.execute("PRAGMA wal_autocheckpoint=10000")
-            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            self._conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open the ledger database {path}: {exc}") from exc
 
@@ -411,6 +412,15 @@ class SqliteStore:
 
     def leaf_data_chunks(self, start: int, stop: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
         return scan_chunks(self._fetch, "idx, data, leaf_hash", start, stop, QUERY_CHUNK, "?")
+
+    def leaf_scan(self, start: int, stop: int, marks: Sequence[bytes]) -> hashing.LeafScan | None:
+        scan = hashing.scan_sqlite
+        if scan is None:
+            return None
+        try:
+            return scan(self.path, start, stop, marks, self._busy_ms)
+        except RuntimeError as exc:
+            raise StorageError(f"{self.url}: {exc}") from exc
 
     def catch_up_indexes(self) -> None:
         """Bring the derived indexes up to the tree head, sorted, in one transaction."""
