@@ -8,11 +8,12 @@ them. The table in docs/access.md is :func:`role_table`'s output, checked by the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from immutrail import names
 
 from .errors import AccessInputError
 
@@ -174,18 +175,11 @@ ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = {
 ALL_ENVIRONMENTS = "*"
 """How a grant for every environment is written in events (never a valid environment name)."""
 
-ENVIRONMENT_GRAMMAR = "[a-z][a-z0-9-]{0,62}"
-_ENVIRONMENT_RE = re.compile(ENVIRONMENT_GRAMMAR)
 MAX_ENVIRONMENTS = 100
 
 
 def check_environment(name: str) -> str:
-    if not isinstance(name, str) or not _ENVIRONMENT_RE.fullmatch(name):
-        raise AccessInputError(
-            f"{name!r} is not an environment name",
-            hint="Use 1-63 lower-case letters, digits and dashes, a letter first (e.g. staging).",
-        )
-    return name
+    return names.check_environment(name, AccessInputError)
 
 
 def parse_action(name: str) -> Action:

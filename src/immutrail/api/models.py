@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from immutrail import names
 from immutrail.ledger.event import MAX_ENTRY_BYTES, Event
 from immutrail.ledger.proofs import b64
 from immutrail.ledger.storage.interface import EntryRow
@@ -19,7 +20,7 @@ EVENT_TYPE_PATTERN = r"^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$"
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 SUBJECT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
-ENVIRONMENT_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+ENVIRONMENT_PATTERN = f"^{names.ENVIRONMENT_GRAMMAR}$"
 RFC3339_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from immutrail import names
 from immutrail.ledger.errors import EventFormatError
 from immutrail.ledger.event import format_time, parse_time, time_us
 
@@ -34,7 +35,6 @@ from . import vocabulary as v
 from .errors import AuditInputError
 from .source import EventSource, Indexed, attachments, member
 
-ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_REF = 1024
@@ -89,13 +89,8 @@ class ChangesQuery:
 Query = AtQuery | TraceQuery | ChangesQuery
 
 
-def check_environment(name: object, what: str = "environment") -> str:
-    if not isinstance(name, str) or not ENVIRONMENT_NAME.fullmatch(name):
-        raise AuditInputError(
-            f"{what} {name!r} is not an environment name (a lower-case letter, then "
-            "lower-case letters, digits and '-', at most 63 characters)"
-        )
-    return name
+def check_environment(name: object, what: str = "") -> str:
+    return names.check_environment(name, AuditInputError, what)
 
 
 def normalize_moment(text: object, what: str) -> str:

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from immutrail import names
 from immutrail.access.model import Action
 from immutrail.artifacts.store import Store
 from immutrail.deploy.declaration import declare, declared, parse_declaration
@@ -24,7 +25,6 @@ from immutrail.deploy.runtime import Runtime
 from immutrail.ledger.home import open_ledger
 from immutrail.ledger.ledger import Ledger
 from immutrail.policy.desired import desired_state
-from immutrail.policy.model import ENVIRONMENT_NAME
 
 from .common import (
     DEFAULT_HOME,
@@ -70,8 +70,7 @@ def _check_environment(environment: str) -> None:
     message of `env declare` (deploy.declaration.check_names): names become folder and file
     names, so '../../etc' must never get that far."""
     with errors_to_exit_codes():
-        if not ENVIRONMENT_NAME.fullmatch(environment):
-            raise DeployInputError(f"{environment!r} is not an environment name")
+        names.check_environment(environment, DeployInputError)
 
 
 @contextlib.contextmanager

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from immutrail import names
 from immutrail.artifacts.digests import is_digest
 from immutrail.artifacts.errors import ArtifactError
 from immutrail.artifacts.store import Store
 from immutrail.ledger.event import Event
 from immutrail.ledger.ledger import Ledger
 from immutrail.policy.desired import SERVICE_NAME, desired_state
-from immutrail.policy.model import ENVIRONMENT_NAME
 from immutrail.signing.sign import valid_signatures
 
 from .runtime import AdmissionError
@@ -48,8 +48,7 @@ def admit(
 ) -> Admission:
     """Admit ``digest`` to ``service`` in ``environment`` or raise :class:`AdmissionError`."""
     # Malformed input is refused without an event: there is no image to say it about.
-    if not ENVIRONMENT_NAME.fullmatch(environment):
-        raise AdmissionError(f"{environment!r} is not an environment name")
+    names.check_environment(environment, AdmissionError)
     if not SERVICE_NAME.fullmatch(service):
         raise AdmissionError(f"{service!r} is not a service name")
     if not is_digest(digest):

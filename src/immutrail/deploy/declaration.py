@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from immutrail import names
 from immutrail.artifacts.strict_yaml import StrictYamlError, load
 from immutrail.crypto.canonical import canonical_json
 from immutrail.files import FileTooLargeError, read_capped
@@ -29,7 +30,6 @@ from immutrail.ledger.event import Event, parse_entry
 from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.storage.interface import EntryFilter
 from immutrail.policy.desired import SERVICE_NAME, commit_service
-from immutrail.policy.model import ENVIRONMENT_NAME
 
 from .errors import DeployInputError
 from .runtime import RuntimeDriverError
@@ -340,8 +340,7 @@ class _Reader:
 
 
 def check_names(environment: str, service: str) -> None:
-    if not ENVIRONMENT_NAME.fullmatch(environment):
-        raise DeployInputError(f"{environment!r} is not an environment name")
+    names.check_environment(environment, DeployInputError)
     if not SERVICE_NAME.fullmatch(service):
         raise DeployInputError(f"{service!r} is not a service name")
 

@@ -39,11 +39,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from immutrail import names
 from immutrail.ledger.errors import EventFormatError
 from immutrail.ledger.event import Event, parse_entry
 from immutrail.ledger.ledger import Ledger
 from immutrail.ledger.storage.interface import EntryFilter
-from immutrail.policy.model import ENVIRONMENT_NAME
 from immutrail.rego import (
     DEFAULT_LIMITS,
     Limits,
@@ -340,8 +340,7 @@ def parse_rules(data: bytes, name: str, *, limits: Limits = DEFAULT_LIMITS) -> R
 
 
 def check_environment(environment: str) -> None:
-    if not ENVIRONMENT_NAME.fullmatch(environment):
-        raise DriftInputError(f"{environment!r} is not an environment name")
+    names.check_environment(environment, DriftInputError)
 
 
 def set_rules(ledger: Ledger, actor: str, environment: str, rules: RuleSet) -> RuleSet:

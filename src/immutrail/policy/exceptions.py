@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from immutrail import names
 from immutrail.artifacts.digests import check_digest
 from immutrail.artifacts.statements import LedgerKey
 from immutrail.crypto.keys import PrivateKey
@@ -22,7 +23,6 @@ from immutrail.ledger.storage.interface import EntryFilter
 
 from .authenticated import authenticated_actor, signed_by_principal
 from .errors import PolicyInputError
-from .model import ENVIRONMENT_NAME
 
 EVENT_EXCEPTION = "vulnerability.exception.granted"
 MAX_EXCEPTION_DAYS = 365
@@ -69,8 +69,7 @@ def grant_exception(
     """Record a signed exception; PolicyInputError (nothing written) when anything is off."""
     if not VULNERABILITY_ID.fullmatch(vulnerability):
         raise PolicyInputError(f"{vulnerability!r} is not a vulnerability id such as CVE-2024-1")
-    if not ENVIRONMENT_NAME.fullmatch(environment):
-        raise PolicyInputError(f"{environment!r} is not an environment name")
+    names.check_environment(environment, PolicyInputError)
     if not reason.strip():
         raise PolicyInputError("an exception needs a reason")
     if expires <= now:

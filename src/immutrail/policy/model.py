@@ -19,7 +19,6 @@ from immutrail.crypto.canonical import canonical_json
 from .errors import PolicyFormatError
 
 LEVELS = ("critical", "high", "medium", "low", "none", "unknown")
-ENVIRONMENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}")
 PRINCIPAL_NAME = re.compile(r"[a-z0-9][a-z0-9._@:-]{0,127}")
 """The grammar of principal ids, as immutrail.keys.names states it."""
 

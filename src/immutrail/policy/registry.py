@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from immutrail import names
 from immutrail.artifacts.statements import LedgerKey
 from immutrail.crypto.keys import PrivateKey
 from immutrail.files import read_capped
@@ -25,7 +26,7 @@ from .authenticated import authenticated_actor, signed_by_principal
 from .errors import PolicyError, PolicyInputError
 from .evaluate import Check, check_rego, evaluate, evaluate_rego, rego_break_glass
 from .evidence import Evidence
-from .model import ENVIRONMENT_NAME, Policy, default_policy, parse_policy
+from .model import Policy, default_policy, parse_policy
 
 EVENT_POLICY_CHANGED = "policy.changed"
 POLICY_DIR = "policies"
@@ -52,11 +53,7 @@ class ActivePolicy:
 
 
 def check_environment(environment: str) -> str:
-    if not ENVIRONMENT_NAME.fullmatch(environment):
-        raise PolicyInputError(
-            f"{environment!r} is not an environment name (lower-case letters, digits, dashes)"
-        )
-    return environment
+    return names.check_environment(environment, PolicyInputError)
 
 
 def load_policy_file(path: Path, environment: str) -> tuple[bytes, str, Policy | None]:

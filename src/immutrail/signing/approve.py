@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from immutrail import names
 from immutrail.artifacts.statements import (
     Attestation,
     RejectedAttestation,
@@ -39,7 +40,6 @@ from .sign import image_record
 
 __all__ = [
     "APPROVAL_PREDICATE",
-    "ENVIRONMENT_GRAMMAR",
     "EVENT_APPROVED",
     "Approval",
     "Approved",
@@ -52,10 +52,8 @@ __all__ = [
 
 APPROVAL_PREDICATE = "https://immutrail.dev/attestation/approval/v1"
 EVENT_APPROVED = "image.approved"
-ENVIRONMENT_GRAMMAR = "[a-z][a-z0-9-]{0,62}"
 MAX_COMMENT = 1000
 
-_ENVIRONMENT_RE = re.compile(ENVIRONMENT_GRAMMAR)
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -90,13 +88,7 @@ class Approved:
 
 
 def check_environment(name: str) -> str:
-    if not _ENVIRONMENT_RE.fullmatch(name):
-        raise SigningInputError(
-            f"{name!r} is not an environment name",
-            hint="Use 1-63 characters: a lower-case letter, then lower-case letters, digits "
-            "and - (for example staging or prod-eu).",
-        )
-    return name
+    return names.check_environment(name, SigningInputError)
 
 
 def _check_comment(comment: str | None) -> str | None:

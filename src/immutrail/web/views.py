@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from immutrail import names
 from immutrail.audit import vocabulary as v
 from immutrail.audit.errors import AuditInputError
 from immutrail.audit.queries import (
     DIGEST,
-    ENVIRONMENT_NAME,
     AtQuery,
     Query,
     TraceQuery,
@@ -121,13 +121,11 @@ def environments(source: EventSource) -> list[str]:
                 found.add(name)
     for item in source.of_type(v.POLICY_CHANGED):
         found.add(item.event.subject.removeprefix("env:"))
-    return sorted(name for name in found if ENVIRONMENT_NAME.fullmatch(name))
+    return sorted(name for name in found if names.ENVIRONMENT_NAME.fullmatch(name))
 
 
 def check_environment_name(name: str) -> str:
-    if not ENVIRONMENT_NAME.fullmatch(name):
-        raise AuditInputError(f"{name!r} is not an environment name")
-    return name
+    return names.check_environment(name, AuditInputError)
 
 
 # --- links --------------------------------------------------------------------------------------
