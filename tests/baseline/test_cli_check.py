@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from immutrail.artifacts.builder import build
 from immutrail.baseline import baseline_outcome
 from immutrail.cli.main import app
-from immutrail.ledger.home import open_ledger
+from ledger_state import ledger_size
 
 from .test_check import RULES_DIR, events
 
@@ -20,14 +20,6 @@ runner = CliRunner()
 def invoke(home: Path, *args: str) -> tuple[int, str, str]:
     result = runner.invoke(app, ["check", *args, "--home", str(home)])
     return result.exit_code, result.stdout, result.stderr
-
-
-def ledger_size(home: Path) -> int:
-    ledger = open_ledger(home)
-    try:
-        return ledger.head().size
-    finally:
-        ledger.close()
 
 
 def test_clean_image_exits_0_with_the_full_result(clean_repo: Path, home: Path) -> None:

@@ -14,18 +14,13 @@ from immutrail.cli import drift as drift_cli
 from immutrail.cli.main import app
 from immutrail.cli.numbers import MAX_DURATION_S, MAX_INTERVAL_S, MIN_SECONDS
 from immutrail.drift.check import DriftReport, Finding
-from immutrail.ledger.home import open_ledger
+from ledger_state import ledger_size
 
 
 def run(home: Path, *args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(app, [*args, "--home", str(home)])
     # click draws usage errors in a box: compare words, not borders and line breaks
     return result.exit_code, result.stdout, " ".join(result.stderr.replace("│", " ").split())
-
-
-def ledger_size(home: Path) -> int:
-    with open_ledger(home) as ledger:
-        return ledger.head().size
 
 
 BAD_SECONDS = ["nan", "NaN", "inf", "-inf", "-1", "0", "1e-300", "1e10", str(MAX_INTERVAL_S + 1)]

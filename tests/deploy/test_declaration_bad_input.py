@@ -11,17 +11,9 @@ from typer.testing import CliRunner
 from immutrail.cli.main import app
 from immutrail.deploy.declaration import parse_declaration
 from immutrail.deploy.errors import DeployInputError
-from immutrail.ledger.home import open_ledger
+from ledger_state import ledger_size
 
 runner = CliRunner()
-
-
-def ledger_size(home: Path) -> int:
-    ledger = open_ledger(home)
-    try:
-        return ledger.head().size
-    finally:
-        ledger.close()
 
 
 def declare(home: Path, path: Path) -> tuple[int, str]:

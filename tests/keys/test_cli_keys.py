@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from immutrail.cli import keys as keys_cli
 from immutrail.crypto.keys import key_id, load_public_key_pem
 from immutrail.keys.passphrase import PASSPHRASE_ENV
-from immutrail.ledger.home import open_ledger
+from ledger_state import ledger_size
 
 cli = typer.Typer()
 cli.add_typer(keys_cli.app, name="keys")
@@ -35,14 +35,6 @@ def run(home: Path, *args: str, code: int = 0, fmt: str = "json") -> Any:
         return data
     # rich wraps stderr at the terminal width: compare words, not line breaks
     return result.stdout if code == 0 else " ".join(result.stderr.split())
-
-
-def ledger_size(home: Path) -> int:
-    ledger = open_ledger(home)
-    try:
-        return ledger.head().size
-    finally:
-        ledger.close()
 
 
 def test_generate_list_export_revoke(home: Path, tmp_path: Path) -> None:

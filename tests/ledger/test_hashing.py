@@ -38,7 +38,7 @@ def tile_by_appending(base: list[bytes]) -> bytes:
 def test_leaf_hashes_are_rfc6962_leaf_hashes_joined(items: list[bytes]) -> None:
     expected = b"".join(merkle.leaf_hash(item) for item in items)
     assert hashing.leaf_hashes_py(items) == expected
-    assert hashing.split_hashes(expected) == [merkle.leaf_hash(item) for item in items]
+    assert merkle.split_hashes(expected) == [merkle.leaf_hash(item) for item in items]
 
 
 @given(entries)
@@ -117,6 +117,8 @@ def test_the_c_loops_are_in_use_when_built(native_hashing: ModuleType) -> None:
     assert hashing.NATIVE
     assert hashing.leaf_hashes is native_hashing.leaf_hashes
     assert hashing.implementation() == "C extension"
+    with hashing.python_loops():
+        assert hashing.implementation() == "Python"
 
 
 def test_the_python_loops_can_be_chosen_by_environment() -> None:

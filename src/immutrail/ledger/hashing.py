@@ -24,8 +24,7 @@ from types import ModuleType
 from typing import Any
 
 from .merkle import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX
-
-TILE_WIDTH = 256
+from .tiles import TILE_WIDTH
 
 PURE_PYTHON_ENV = "IMMUTRAIL_PURE_PYTHON"
 """Set to 1 to use the Python loops even where the extension is built (to compare the two)."""
@@ -172,7 +171,7 @@ def _load_native() -> ModuleType | None:
 _native = _load_native()
 
 NATIVE = _native is not None
-"""Whether the C loops are in use."""
+"""Whether the C loops were built and loaded (``python_loops`` may set them aside)."""
 
 scan_sqlite: SqliteScanner | None
 """Reads a SQLite ledger's entries in C; None without the extension (or its SQLite library)."""
@@ -204,10 +203,5 @@ def python_loops() -> Iterator[None]:
 
 
 def implementation() -> str:
-    """Which loops are in use, for reports and benchmarks."""
-    return "C extension" if NATIVE else "Python"
-
-
-def split_hashes(joined: bytes) -> list[bytes]:
-    """Joined 32-byte hashes, one by one."""
-    return [joined[i : i + HASH_SIZE] for i in range(0, len(joined), HASH_SIZE)]
+    """Which loops are in use now, for reports and benchmarks."""
+    return "Python" if leaf_hashes is leaf_hashes_py else "C extension"

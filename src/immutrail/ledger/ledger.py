@@ -77,7 +77,7 @@ class Ledger:
         # Everything that does not depend on the position is computed before taking the lock.
         # Plain tuples and local names: this loop runs once per appended event.
         datas = [e.entry_bytes() for e in events]
-        leaves = hashing.split_hashes(hashing.leaf_hashes(datas))
+        leaves = merkle.split_hashes(hashing.leaf_hashes(datas))
         ids = [e.id for e in events]
         if len(set(ids)) != len(ids):
             raise DuplicateEventError("the batch holds the same event id twice")

@@ -40,6 +40,11 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(NODE_PREFIX + left + right).digest()
 
 
+def split_hashes(joined: bytes) -> list[bytes]:
+    """Joined hashes, one by one."""
+    return [joined[i : i + HASH_SIZE] for i in range(0, len(joined), HASH_SIZE)]
+
+
 def _split(size: int) -> int:
     """The largest power of two strictly below ``size`` (RFC 6962's k), for size >= 2."""
     return 1 << ((size - 1).bit_length() - 1)
@@ -245,7 +250,7 @@ class Frontier:
     def from_bytes(cls, size: int, packed: bytes) -> Frontier:
         if len(packed) != HASH_SIZE * size.bit_count():
             raise ValueError(f"frontier of size {size} must hold {size.bit_count()} hashes")
-        return cls(size, [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)])
+        return cls(size, split_hashes(packed))
 
     def to_bytes(self) -> bytes:
         return b"".join(self.hashes)

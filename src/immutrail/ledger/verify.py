@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import gc
-import hashlib
 import importlib
 import multiprocessing
 import os
@@ -39,7 +38,7 @@ from immutrail.crypto.note import NoteVerifier
 from . import hashing, merkle, tiles
 from .errors import EventFormatError
 from .event import Event, parse_entry, time_us, verify_event_signature
-from .merkle import HASH_SIZE, LEAF_PREFIX, Frontier
+from .merkle import HASH_SIZE, Frontier
 from .storage.interface import EntryRow, EntryTuple, LedgerStore
 from .witness import WitnessedCheckpoint
 
@@ -153,7 +152,7 @@ def check_row(row: EntryRow, keys: KeyRing | None = None) -> str | None:
 def _check_content(row: EntryTuple) -> tuple[str | None, Event | None]:
     """The context-free checks of one row: bytes, leaf hash, event format, indexed columns."""
     _, event_id, event_type, actor, subject, stamp, data, leaf = row
-    if hashlib.sha256(LEAF_PREFIX + data).digest() != leaf:
+    if merkle.leaf_hash(data) != leaf:
         return "its bytes do not match its stored leaf hash", None
     try:
         event = parse_entry(bytes(data))
